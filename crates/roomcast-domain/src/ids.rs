@@ -109,7 +109,12 @@ mod tests {
 
     #[test]
     fn ids_reject_what_is_not_a_uuid() {
-        for bad in ["", "42", "not-a-uuid", "6f1c0000-0000-0000-0000-00000000000g"] {
+        for bad in [
+            "",
+            "42",
+            "not-a-uuid",
+            "6f1c0000-0000-0000-0000-00000000000g",
+        ] {
             assert_eq!(RoomId::parse(bad), Err(IdError), "{bad:?}");
         }
     }

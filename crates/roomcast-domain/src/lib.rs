@@ -16,9 +16,11 @@ mod names;
 mod timestamp;
 pub mod wire;
 
-pub use body::{BodyError, ClientId, ClientIdError, MessageBody, MAX_BODY_CHARS, MAX_CLIENT_ID_CHARS};
+pub use body::{
+    BodyError, ClientId, ClientIdError, MAX_BODY_CHARS, MAX_CLIENT_ID_CHARS, MessageBody,
+};
 pub use entities::{Message, Room, User};
 pub use event::{Event, EventKind, Seq};
 pub use ids::{IdError, MessageId, RoomId, UserId};
-pub use names::{NameError, RoomSlug, Username, MAX_NAME_CHARS};
+pub use names::{MAX_NAME_CHARS, NameError, RoomSlug, Username};
 pub use timestamp::Timestamp;

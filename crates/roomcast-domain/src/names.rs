@@ -165,7 +165,9 @@ mod tests {
         ];
         for (input, want) in cases {
             assert_eq!(
-                RoomSlug::slugify(input).map(RoomSlug::into_string).as_deref(),
+                RoomSlug::slugify(input)
+                    .map(RoomSlug::into_string)
+                    .as_deref(),
                 want,
                 "{input:?}"
             );

@@ -45,7 +45,9 @@ impl Timestamp {
 
     /// Parses any RFC 3339 instant (what other servers and clients send).
     pub fn parse(s: &str) -> Option<Self> {
-        OffsetDateTime::parse(s, &Rfc3339).ok().map(Self::from_datetime)
+        OffsetDateTime::parse(s, &Rfc3339)
+            .ok()
+            .map(Self::from_datetime)
     }
 }
 

@@ -152,11 +152,17 @@ mod tests {
         let cases = [
             (
                 r#"{"type":"text","message":"hi","timestamp":"2024-01-01T00:00:00Z"}"#,
-                ClientFrame::Text { body: body("hi"), client_id: None },
+                ClientFrame::Text {
+                    body: body("hi"),
+                    client_id: None,
+                },
             ),
             (
                 r#"{"message":" hi "}"#,
-                ClientFrame::Text { body: body("hi"), client_id: None },
+                ClientFrame::Text {
+                    body: body("hi"),
+                    client_id: None,
+                },
             ),
             (
                 r#"{"type":"text","message":"hi","clientId":"c-1"}"#,
@@ -167,14 +173,23 @@ mod tests {
             ),
             (
                 &format!(r#"{{"type":"update","messageId":"{ID}","message":"new","timestamp":1}}"#),
-                ClientFrame::Update { id, body: body("new") },
+                ClientFrame::Update {
+                    id,
+                    body: body("new"),
+                },
             ),
             (
                 &format!(r#"{{"type":"delete","messageId":"{ID}"}}"#),
                 ClientFrame::Delete { id },
             ),
             (r#"{"type":"typing"}"#, ClientFrame::Typing),
-            (r#"{"type":null,"message":"x","extra":[1,2]}"#, ClientFrame::Text { body: body("x"), client_id: None }),
+            (
+                r#"{"type":null,"message":"x","extra":[1,2]}"#,
+                ClientFrame::Text {
+                    body: body("x"),
+                    client_id: None,
+                },
+            ),
         ];
         for (input, want) in cases {
             assert_eq!(ClientFrame::parse(input), Ok(want), "{input}");
@@ -193,9 +208,15 @@ mod tests {
             (r#"{"type":"text"}"#, ErrorCode::BadFrame),
             (r#"{"type":"text","message":5}"#, ErrorCode::BadFrame),
             (r#"{"type":"update","message":"x"}"#, ErrorCode::BadFrame),
-            (r#"{"type":"update","messageId":"nope","message":"x"}"#, ErrorCode::BadFrame),
+            (
+                r#"{"type":"update","messageId":"nope","message":"x"}"#,
+                ErrorCode::BadFrame,
+            ),
             (r#"{"type":"delete","messageId":7}"#, ErrorCode::BadFrame),
-            (r#"{"type":"text","message":"x","clientId":""}"#, ErrorCode::BadFrame),
+            (
+                r#"{"type":"text","message":"x","clientId":""}"#,
+                ErrorCode::BadFrame,
+            ),
             (r#"{"type":"text","message":"   "}"#, ErrorCode::Empty),
             (&long, ErrorCode::TooLong),
         ];

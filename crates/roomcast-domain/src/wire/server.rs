@@ -63,14 +63,26 @@ pub struct DeleteFrame {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "lowercase")]
 pub enum ChatEvent {
-    Typing { user: Username },
-    Presence { users: Vec<Username> },
-    Join { user: Username },
-    Leave { user: Username },
+    Typing {
+        user: Username,
+    },
+    Presence {
+        users: Vec<Username>,
+    },
+    Join {
+        user: Username,
+    },
+    Leave {
+        user: Username,
+    },
     /// Replay after `?since=` is complete; live events follow.
-    Synced { seq: Seq },
+    Synced {
+        seq: Seq,
+    },
     /// `since` is older than the kept log: reload history over HTTP.
-    Reset { seq: Seq },
+    Reset {
+        seq: Seq,
+    },
 }
 
 /// The machine-readable part of an error frame (ext). A new code is a
@@ -233,7 +245,11 @@ mod tests {
     #[test]
     fn new_frame_has_every_seed_field_in_seed_order() {
         let m = sample_message();
-        let event = Event { room_id: m.room_id, seq: 1, kind: EventKind::New(m) };
+        let event = Event {
+            room_id: m.room_id,
+            seq: 1,
+            kind: EventKind::New(m),
+        };
         assert_eq!(
             ServerFrame::from_event(&event).to_json(),
             concat!(
@@ -253,9 +269,18 @@ mod tests {
         let update = Event {
             room_id,
             seq: 2,
-            kind: EventKind::Update { id, body: "b".into(), edited: true, updated },
+            kind: EventKind::Update {
+                id,
+                body: "b".into(),
+                edited: true,
+                updated,
+            },
         };
-        let delete = Event { room_id, seq: 3, kind: EventKind::Delete { id } };
+        let delete = Event {
+            room_id,
+            seq: 3,
+            kind: EventKind::Delete { id },
+        };
         let cases = [
             (
                 ServerFrame::from_event(&update).to_json(),
@@ -283,12 +308,27 @@ mod tests {
     fn every_frame_decodes_back_to_itself() {
         let mut m = sample_message();
         m.client_id = Some(crate::ClientId::parse("k1").expect("valid"));
-        let frame = ServerFrame::from_event(&Event { room_id: m.room_id, seq: 5, kind: EventKind::New(m) });
-        assert_eq!(Incoming::parse(&frame.to_json()).expect("decodes"), Incoming::Frame(frame));
+        let frame = ServerFrame::from_event(&Event {
+            room_id: m.room_id,
+            seq: 5,
+            kind: EventKind::New(m),
+        });
+        assert_eq!(
+            Incoming::parse(&frame.to_json()).expect("decodes"),
+            Incoming::Frame(frame)
+        );
         let err = ErrorFrame::new(ErrorCode::Forbidden, "no").with_client_id(Some("k".into()));
-        assert_eq!(Incoming::parse(&err.to_json()).expect("decodes"), Incoming::Error(err));
-        let typing = ServerFrame::Event(ChatEvent::Typing { user: Username::parse("bob").expect("name") });
-        assert_eq!(Incoming::parse(&typing.to_json()).expect("decodes"), Incoming::Frame(typing));
+        assert_eq!(
+            Incoming::parse(&err.to_json()).expect("decodes"),
+            Incoming::Error(err)
+        );
+        let typing = ServerFrame::Event(ChatEvent::Typing {
+            user: Username::parse("bob").expect("name"),
+        });
+        assert_eq!(
+            Incoming::parse(&typing.to_json()).expect("decodes"),
+            Incoming::Frame(typing)
+        );
     }
 
     #[test]
@@ -302,7 +342,10 @@ mod tests {
             ErrorCode::RateLimited,
             ErrorCode::Unavailable,
         ] {
-            assert_eq!(serde_json::to_string(&code).expect("serializes"), format!("\"{}\"", code.as_str()));
+            assert_eq!(
+                serde_json::to_string(&code).expect("serializes"),
+                format!("\"{}\"", code.as_str())
+            );
         }
     }
 }

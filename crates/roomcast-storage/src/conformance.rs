@@ -1,0 +1,520 @@
+//! The repository conformance suite: every backend must pass every check.
+//!
+//! A backend's test module calls [`conformance_tests!`](crate::conformance_tests)
+//! with an async factory returning `(Storage, guard)`, a fresh empty store
+//! and whatever must live as long as it (a temp dir, a throwaway database).
+//! The macro turns each check below into one `#[tokio::test]`, so a new
+//! backend is a new `impl` and one macro call, not new tests.
+
+use std::collections::HashSet;
+
+use roomcast_domain::{
+    ClientId, EventKind, MessageBody, MessageId, RoomId, RoomSlug, User, UserId, Username,
+};
+
+use crate::{NewMessage, NewRoom, NewUser, RoomSeed, Storage, StorageError};
+
+/// Generates one test per conformance check for a backend factory.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($factory:expr) => {
+        $crate::conformance_tests!(@each $factory;
+            users_are_created_and_found,
+            usernames_and_emails_are_unique,
+            rooms_are_created_with_their_host_as_participant,
+            room_slugs_are_unique_per_host,
+            participants_are_added_and_removed,
+            posts_get_consecutive_seqs_per_room,
+            edits_and_deletes_are_for_the_author_in_the_same_room,
+            deleted_bodies_are_never_served_again,
+            client_ids_make_posts_idempotent,
+            concurrent_posts_get_every_seq_exactly_once,
+            history_pages_backwards_oldest_first,
+            seeding_adds_and_never_breaks,
+        );
+    };
+    (@each $factory:expr; $($check:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let (store, _guard) = $factory.await;
+                $crate::conformance::$check(store).await;
+            }
+        )*
+    };
+}
+
+fn name(s: &str) -> Username {
+    Username::parse(s).expect("test usernames are valid")
+}
+
+fn slug(s: &str) -> RoomSlug {
+    RoomSlug::parse(s).expect("test slugs are valid")
+}
+
+fn body(s: &str) -> MessageBody {
+    MessageBody::parse(s).expect("test bodies are valid")
+}
+
+async fn user(store: &Storage, username: &str) -> User {
+    store
+        .create_user(NewUser {
+            username: name(username),
+            name: username.to_uppercase(),
+            email: Some(format!("{username}@example.com")),
+            password_hash: None,
+        })
+        .await
+        .expect("create user")
+}
+
+async fn room(store: &Storage, host: &User, s: &str) -> RoomId {
+    store
+        .create_room(NewRoom {
+            host: host.id,
+            slug: slug(s),
+            name: s.to_owned(),
+            description: String::new(),
+        })
+        .await
+        .expect("create room")
+        .id
+}
+
+async fn post(store: &Storage, room_id: RoomId, author: &User, text: &str) -> (MessageId, u64) {
+    let posted = store
+        .post_message(NewMessage {
+            room_id,
+            author: author.clone(),
+            body: body(text),
+            client_id: None,
+        })
+        .await
+        .expect("post");
+    (posted.event.message_id(), posted.event.seq)
+}
+
+pub async fn users_are_created_and_found(store: Storage) {
+    let alice = user(&store, "alice").await;
+    assert_eq!(alice.name, "ALICE");
+    assert_eq!(
+        store.user_by_id(alice.id).await.expect("by id"),
+        Some(alice.clone())
+    );
+    assert_eq!(
+        store
+            .user_by_username(&name("alice"))
+            .await
+            .expect("by name"),
+        Some(alice)
+    );
+    assert_eq!(store.user_by_id(UserId::new()).await.expect("by id"), None);
+    assert_eq!(
+        store
+            .user_by_username(&name("nobody"))
+            .await
+            .expect("by name"),
+        None
+    );
+}
+
+pub async fn usernames_and_emails_are_unique(store: Storage) {
+    user(&store, "alice").await;
+    let same_name = store
+        .create_user(NewUser {
+            username: name("alice"),
+            name: String::new(),
+            email: None,
+            password_hash: None,
+        })
+        .await;
+    assert!(
+        matches!(same_name, Err(StorageError::Conflict("username"))),
+        "{same_name:?}"
+    );
+    let same_email = store
+        .create_user(NewUser {
+            username: name("alice2"),
+            name: String::new(),
+            email: Some("ALICE@Example.com".into()),
+            password_hash: None,
+        })
+        .await;
+    assert!(
+        matches!(same_email, Err(StorageError::Conflict("email"))),
+        "{same_email:?}"
+    );
+}
+
+pub async fn rooms_are_created_with_their_host_as_participant(store: Storage) {
+    let alice = user(&store, "alice").await;
+    let room_id = room(&store, &alice, "general").await;
+    let found = store
+        .room_by_address(&name("alice"), &slug("general"))
+        .await
+        .expect("lookup")
+        .expect("room exists");
+    assert_eq!(found.id, room_id);
+    assert_eq!(found.host, name("alice"));
+    assert_eq!(found.participants_count, 1);
+    assert!(
+        store
+            .is_participant(room_id, alice.id)
+            .await
+            .expect("participant")
+    );
+    assert_eq!(store.last_seq(room_id).await.expect("seq"), 0);
+    assert_eq!(
+        store
+            .room_by_address(&name("alice"), &slug("other"))
+            .await
+            .expect("lookup"),
+        None
+    );
+    let mine = store.rooms_of(alice.id).await.expect("rooms of");
+    assert_eq!(mine.iter().map(|r| r.id).collect::<Vec<_>>(), vec![room_id]);
+}
+
+pub async fn room_slugs_are_unique_per_host(store: Storage) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    room(&store, &alice, "general").await;
+    let again = store
+        .create_room(NewRoom {
+            host: alice.id,
+            slug: slug("general"),
+            name: "again".into(),
+            description: String::new(),
+        })
+        .await;
+    assert!(
+        matches!(again, Err(StorageError::Conflict("room"))),
+        "{again:?}"
+    );
+    // Another host may use the same slug.
+    room(&store, &bob, "general").await;
+}
+
+pub async fn participants_are_added_and_removed(store: Storage) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let room_id = room(&store, &alice, "general").await;
+    assert!(!store.is_participant(room_id, bob.id).await.expect("check"));
+    assert!(store.add_participant(room_id, bob.id).await.expect("add"));
+    assert!(
+        !store
+            .add_participant(room_id, bob.id)
+            .await
+            .expect("add again")
+    );
+    assert!(store.is_participant(room_id, bob.id).await.expect("check"));
+    let names: Vec<_> = store
+        .participants(room_id)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|u| u.username)
+        .collect();
+    assert_eq!(names, vec![name("alice"), name("bob")]);
+    assert!(
+        store
+            .remove_participant(room_id, bob.id)
+            .await
+            .expect("remove")
+    );
+    assert!(
+        !store
+            .remove_participant(room_id, bob.id)
+            .await
+            .expect("remove again")
+    );
+    assert!(!store.is_participant(room_id, bob.id).await.expect("check"));
+}
+
+pub async fn posts_get_consecutive_seqs_per_room(store: Storage) {
+    let alice = user(&store, "alice").await;
+    let one = room(&store, &alice, "one").await;
+    let two = room(&store, &alice, "two").await;
+    let mut seqs = Vec::new();
+    for i in 0..3 {
+        seqs.push(post(&store, one, &alice, &format!("one {i}")).await.1);
+        seqs.push(post(&store, two, &alice, &format!("two {i}")).await.1);
+    }
+    assert_eq!(seqs, vec![1, 1, 2, 2, 3, 3]);
+    assert_eq!(store.last_seq(one).await.expect("seq"), 3);
+    let events = store.events_since(one, 1, 100).await.expect("since");
+    assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2, 3]);
+    match &events[0].kind {
+        EventKind::New(m) => {
+            assert_eq!(m.body, "one 1");
+            assert_eq!(m.username, name("alice"));
+            assert_eq!(m.user_id, alice.id);
+            assert!(!m.edited);
+        }
+        other => panic!("expected a new event, got {other:?}"),
+    }
+    let unknown = store
+        .post_message(NewMessage {
+            room_id: RoomId::new(),
+            author: alice.clone(),
+            body: body("x"),
+            client_id: None,
+        })
+        .await;
+    assert!(
+        matches!(unknown, Err(StorageError::NotFound)),
+        "{unknown:?}"
+    );
+}
+
+pub async fn edits_and_deletes_are_for_the_author_in_the_same_room(store: Storage) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let room_id = room(&store, &alice, "general").await;
+    let other_room = room(&store, &alice, "other").await;
+    let (id, _) = post(&store, room_id, &alice, "hello").await;
+
+    let by_bob = store
+        .edit_message(room_id, bob.id, id, body("hacked"))
+        .await;
+    assert!(matches!(by_bob, Err(StorageError::Forbidden)), "{by_bob:?}");
+    let elsewhere = store
+        .edit_message(other_room, alice.id, id, body("x"))
+        .await;
+    assert!(
+        matches!(elsewhere, Err(StorageError::NotFound)),
+        "{elsewhere:?}"
+    );
+    let unknown = store
+        .edit_message(room_id, alice.id, MessageId::new(), body("x"))
+        .await;
+    assert!(
+        matches!(unknown, Err(StorageError::NotFound)),
+        "{unknown:?}"
+    );
+
+    let edited = store
+        .edit_message(room_id, alice.id, id, body("hello again"))
+        .await
+        .expect("edit");
+    assert_eq!(edited.seq, 2);
+    assert!(
+        matches!(&edited.kind, EventKind::Update { body, edited: true, .. } if body == "hello again")
+    );
+    let page = store.history(room_id, None, 10).await.expect("history");
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].body, "hello again");
+    assert!(page[0].edited);
+
+    let del_bob = store.delete_message(room_id, bob.id, id).await;
+    assert!(
+        matches!(del_bob, Err(StorageError::Forbidden)),
+        "{del_bob:?}"
+    );
+    let del_elsewhere = store.delete_message(other_room, alice.id, id).await;
+    assert!(
+        matches!(del_elsewhere, Err(StorageError::NotFound)),
+        "{del_elsewhere:?}"
+    );
+    let deleted = store
+        .delete_message(room_id, alice.id, id)
+        .await
+        .expect("delete");
+    assert_eq!(deleted.seq, 3);
+    assert_eq!(deleted.kind, EventKind::Delete { id });
+    let again = store.delete_message(room_id, alice.id, id).await;
+    assert!(matches!(again, Err(StorageError::NotFound)), "{again:?}");
+    assert!(
+        store
+            .history(room_id, None, 10)
+            .await
+            .expect("history")
+            .is_empty()
+    );
+    // Refused writes took no seq.
+    assert_eq!(store.last_seq(room_id).await.expect("seq"), 3);
+}
+
+pub async fn deleted_bodies_are_never_served_again(store: Storage) {
+    let alice = user(&store, "alice").await;
+    let room_id = room(&store, &alice, "general").await;
+    let (id, _) = post(&store, room_id, &alice, "secret").await;
+    let (kept, _) = post(&store, room_id, &alice, "kept").await;
+    store
+        .edit_message(room_id, alice.id, id, body("still secret"))
+        .await
+        .expect("edit");
+    store
+        .delete_message(room_id, alice.id, id)
+        .await
+        .expect("delete");
+    let events = store.events_since(room_id, 0, 100).await.expect("since");
+    assert_eq!(
+        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+    for event in &events {
+        let text = match &event.kind {
+            EventKind::New(m) => m.body.clone(),
+            EventKind::Update { body, .. } => body.clone(),
+            EventKind::Delete { .. } => String::new(),
+        };
+        if event.message_id() == id {
+            assert_eq!(text, "", "seq {} still carries the deleted body", event.seq);
+        } else {
+            assert_eq!(event.message_id(), kept);
+            assert_eq!(text, "kept");
+        }
+    }
+}
+
+pub async fn client_ids_make_posts_idempotent(store: Storage) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let room_id = room(&store, &alice, "general").await;
+    let cid = ClientId::parse("retry-1").expect("valid");
+    let send = |author: &User, text: &str| {
+        store.post_message(NewMessage {
+            room_id,
+            author: author.clone(),
+            body: body(text),
+            client_id: Some(cid.clone()),
+        })
+    };
+    let first = send(&alice, "once").await.expect("first");
+    assert!(!first.duplicate);
+    let retry = send(&alice, "once, retried").await.expect("retry");
+    assert!(retry.duplicate);
+    assert_eq!(retry.event, first.event);
+    match &retry.event.kind {
+        EventKind::New(m) => assert_eq!(m.client_id.as_ref(), Some(&cid)),
+        other => panic!("expected new, got {other:?}"),
+    }
+    // The key is per author: bob's same clientId is a different message.
+    let bobs = send(&bob, "bob's").await.expect("bob");
+    assert!(!bobs.duplicate);
+    assert_eq!(bobs.event.seq, 2);
+    assert_eq!(store.last_seq(room_id).await.expect("seq"), 2);
+}
+
+pub async fn concurrent_posts_get_every_seq_exactly_once(store: Storage) {
+    const WRITERS: usize = 16;
+    const EACH: usize = 25;
+    let alice = user(&store, "alice").await;
+    let room_id = room(&store, &alice, "busy").await;
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let store = store.clone();
+        let alice = alice.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..EACH {
+                let posted = store
+                    .post_message(NewMessage {
+                        room_id,
+                        author: alice.clone(),
+                        body: body(&format!("{w}-{i}")),
+                        client_id: None,
+                    })
+                    .await
+                    .expect("post");
+                seqs.push(posted.event.seq);
+            }
+            seqs
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        let seqs = t.await.expect("writer task");
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "one writer's seqs must grow"
+        );
+        all.extend(seqs);
+    }
+    all.sort_unstable();
+    let want: Vec<u64> = (1..=(WRITERS * EACH) as u64).collect();
+    assert_eq!(all, want);
+    let logged: Vec<u64> = store
+        .events_since(room_id, 0, 10_000)
+        .await
+        .expect("since")
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(logged, want);
+}
+
+pub async fn history_pages_backwards_oldest_first(store: Storage) {
+    let alice = user(&store, "alice").await;
+    let room_id = room(&store, &alice, "general").await;
+    let mut ids = Vec::new();
+    for i in 0..25 {
+        ids.push(post(&store, room_id, &alice, &format!("m{i}")).await.0);
+    }
+    let newest = store.history(room_id, None, 10).await.expect("page");
+    assert_eq!(
+        newest.iter().map(|m| m.id).collect::<Vec<_>>(),
+        ids[15..].to_vec()
+    );
+    let older = store
+        .history(room_id, Some(newest[0].id), 10)
+        .await
+        .expect("page");
+    assert_eq!(
+        older.iter().map(|m| m.id).collect::<Vec<_>>(),
+        ids[5..15].to_vec()
+    );
+    let oldest = store
+        .history(room_id, Some(older[0].id), 10)
+        .await
+        .expect("page");
+    assert_eq!(
+        oldest.iter().map(|m| m.id).collect::<Vec<_>>(),
+        ids[..5].to_vec()
+    );
+    let unknown = store.history(room_id, Some(MessageId::new()), 10).await;
+    assert!(
+        matches!(unknown, Err(StorageError::NotFound)),
+        "{unknown:?}"
+    );
+}
+
+pub async fn seeding_adds_and_never_breaks(store: Storage) {
+    let seed = |rooms: usize, members: usize| -> Vec<RoomSeed> {
+        (0..rooms)
+            .map(|r| {
+                let names: Vec<Username> = (0..members)
+                    .map(|k| name(&format!("user-{}", r * members + k)))
+                    .collect();
+                RoomSeed {
+                    host: names[0].clone(),
+                    slug: slug(&format!("room-{r}")),
+                    members: names,
+                }
+            })
+            .collect()
+    };
+    let first = store.seed_rooms(&seed(2, 3)).await.expect("seed");
+    assert_eq!(first.len(), 2);
+    assert_eq!(first[0].members.len(), 3);
+    assert_eq!(first[0].room.participants_count, 3);
+    assert_eq!(first[1].members[0].username, name("user-3"));
+    let room0 = first[0].room.id;
+    let (msg, _) = post(&store, room0, &first[0].members[0], "before reseed").await;
+
+    let second = store.seed_rooms(&seed(3, 3)).await.expect("reseed");
+    assert_eq!(second[0].room.id, room0, "existing rooms are kept");
+    assert_eq!(
+        second[0].members[0].id, first[0].members[0].id,
+        "existing users are kept"
+    );
+    assert_eq!(second.len(), 3);
+    let history = store.history(room0, None, 10).await.expect("history");
+    assert_eq!(history.iter().map(|m| m.id).collect::<Vec<_>>(), vec![msg]);
+    let ids: HashSet<_> = second
+        .iter()
+        .flat_map(|r| r.members.iter().map(|m| m.id))
+        .collect();
+    assert_eq!(ids.len(), 9);
+}

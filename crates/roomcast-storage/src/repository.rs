@@ -1,0 +1,85 @@
+//! The repository traits: one per model, in the same method order and with
+//! the same doc comments as every implementation.
+
+use async_trait::async_trait;
+use roomcast_domain::{
+    Event, Message, MessageBody, MessageId, Room, RoomId, RoomSlug, Seq, User, UserId, Username,
+};
+
+use crate::{NewMessage, NewRoom, NewUser, Posted, RoomSeed, SeededRoom, StorageError};
+
+type Result<T> = std::result::Result<T, StorageError>;
+
+/// User accounts.
+#[async_trait]
+pub trait UserRepository: Send + Sync {
+    /// Creates an account. `Conflict("username")` or `Conflict("email")`
+    /// when taken (email compared case-insensitively).
+    async fn create_user(&self, new: NewUser) -> Result<User>;
+    async fn user_by_id(&self, id: UserId) -> Result<Option<User>>;
+    async fn user_by_username(&self, username: &Username) -> Result<Option<User>>;
+}
+
+/// Rooms and who takes part in them.
+#[async_trait]
+pub trait RoomRepository: Send + Sync {
+    /// Creates a room with its host as first participant.
+    /// `Conflict("room")` when the host already has that slug.
+    async fn create_room(&self, new: NewRoom) -> Result<Room>;
+    /// The room `{host}/{slug}` of the WebSocket path.
+    async fn room_by_address(&self, host: &Username, slug: &RoomSlug) -> Result<Option<Room>>;
+    async fn is_participant(&self, room: RoomId, user: UserId) -> Result<bool>;
+    /// Adds a participant; false when they already were one.
+    async fn add_participant(&self, room: RoomId, user: UserId) -> Result<bool>;
+    /// Removes a participant; false when they were not one.
+    async fn remove_participant(&self, room: RoomId, user: UserId) -> Result<bool>;
+    /// The room's participants, by username.
+    async fn participants(&self, room: RoomId) -> Result<Vec<User>>;
+    /// The rooms a user takes part in, newest first.
+    async fn rooms_of(&self, user: UserId) -> Result<Vec<Room>>;
+    /// Ensures users, rooms and participants exist, in bulk and without
+    /// breaking what is there: what exists is kept, what is missing is added.
+    async fn seed_rooms(&self, seeds: &[RoomSeed]) -> Result<Vec<SeededRoom>>;
+}
+
+/// Messages and the per-room event log.
+#[async_trait]
+pub trait MessageRepository: Send + Sync {
+    /// Stores a message and its `new` event with the room's next seq. With a
+    /// `clientId` already used by this author in this room, stores nothing
+    /// and returns the original event (`duplicate: true`).
+    async fn post_message(&self, new: NewMessage) -> Result<Posted>;
+    /// Edits a message of `room` written by `author`: `NotFound` when there is
+    /// no such message in that room, `Forbidden` when `author` did not write it.
+    async fn edit_message(
+        &self,
+        room: RoomId,
+        author: UserId,
+        id: MessageId,
+        body: MessageBody,
+    ) -> Result<Event>;
+    /// Deletes a message, under the same rules as `edit_message`. Earlier
+    /// events of the message keep their seq but lose their body.
+    async fn delete_message(&self, room: RoomId, author: UserId, id: MessageId) -> Result<Event>;
+    /// Stored events of a room with seq > `after`, in order, at most `limit`.
+    async fn events_since(&self, room: RoomId, after: Seq, limit: u32) -> Result<Vec<Event>>;
+    /// The room's latest seq (0 before its first event).
+    async fn last_seq(&self, room: RoomId) -> Result<Seq>;
+    /// Live messages created before `before` (or the newest), oldest first,
+    /// at most `limit`.
+    async fn history(
+        &self,
+        room: RoomId,
+        before: Option<MessageId>,
+        limit: u32,
+    ) -> Result<Vec<Message>>;
+}
+
+/// A whole backend: what the server holds as `Arc<dyn Store>`.
+#[async_trait]
+pub trait Store: UserRepository + RoomRepository + MessageRepository + std::fmt::Debug {
+    /// A cheap round trip to the database, for readiness checks.
+    async fn health(&self) -> Result<()>;
+    /// The backend's name for logs (`sqlite`, `postgres`).
+    fn backend(&self) -> &'static str;
+}
