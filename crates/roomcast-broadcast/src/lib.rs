@@ -1,1 +1,31 @@
+//! How a stored event reaches every socket of its room, on every node.
+//!
+//! Two levels, two types:
+//! - [`ChannelLayer`] moves envelopes between server nodes (processes). It
+//!   is the swap point: [`InMemoryLayer`] for one process (and tests),
+//!   Redis for a fleet. A node subscribes once per room, however many of
+//!   its sockets are in it, and a layer never echoes a publication back to
+//!   the node that published it.
+//! - [`Hub`] is a node's local fan-out: it joins the layer's room groups on
+//!   behalf of the node's sockets, delivers each envelope once per room into
+//!   a bounded in-process channel that every local socket of the room reads,
+//!   and puts a room's stored events back in `seq` order (filling a gap from
+//!   storage through [`Backfill`] when one does not close by itself).
+//!
+//! An envelope carries the frame already serialized: one serialization per
+//! event, the same bytes for every socket.
+//!
+//! Invariant: this crate knows the domain and nothing of storage or HTTP.
 
+pub mod conformance;
+mod envelope;
+mod error;
+mod hub;
+mod layer;
+mod memory;
+
+pub use envelope::Envelope;
+pub use error::BroadcastError;
+pub use hub::{Backfill, Hub, HubConfig, RoomFeed};
+pub use layer::{ChannelLayer, Inbox};
+pub use memory::{InMemoryBus, InMemoryLayer};

@@ -1,0 +1,40 @@
+//! The channel-layer trait: the swap point between nodes.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use roomcast_domain::RoomId;
+
+use crate::{BroadcastError, Envelope};
+
+/// Where a layer hands what it receives for the node's subscribed rooms.
+/// Called from the layer's receiving task: must not block.
+pub trait Inbox: Send + Sync + 'static {
+    fn deliver(&self, room: RoomId, envelope: Envelope);
+}
+
+/// Moves envelopes between the nodes serving a room. A layer is built for
+/// one node, with that node's [`Inbox`].
+///
+/// Contract (checked by [`crate::conformance`]):
+/// - after `subscribe(room)` returns, every envelope another node publishes
+///   to `room` reaches this node's inbox, in that publisher's order;
+/// - a node never receives its own publications (the [`crate::Hub`] delivers
+///   those locally, so local sockets are served even when the layer is down);
+/// - after `unsubscribe(room)` returns, nothing more arrives for `room`.
+#[async_trait]
+pub trait ChannelLayer: Send + Sync + std::fmt::Debug + 'static {
+    async fn subscribe(&self, room: RoomId) -> Result<(), BroadcastError>;
+    async fn unsubscribe(&self, room: RoomId) -> Result<(), BroadcastError>;
+    async fn publish(&self, room: RoomId, envelope: Envelope) -> Result<(), BroadcastError>;
+    /// Cheap reachability check for readiness probes.
+    async fn health(&self) -> Result<(), BroadcastError>;
+    /// The layer's name for logs (`memory`, `redis`).
+    fn name(&self) -> &'static str;
+}
+
+impl<T: Inbox + ?Sized> Inbox for Arc<T> {
+    fn deliver(&self, room: RoomId, envelope: Envelope) {
+        (**self).deliver(room, envelope)
+    }
+}
