@@ -1,1 +1,17 @@
+//! The `roomcast` binary's library half: configuration, the server's
+//! start-up and shutdown, and the fixture command. `main.rs` only parses
+//! the command line, installs logging and waits for signals, so the
+//! end-to-end tests can start a real server in-process with the exact code
+//! the binary runs.
+//!
+//! This is the only place that reads environment variables (through clap)
+//! and the only crate that knows every other crate.
 
+pub mod cli;
+mod fixture;
+mod secret;
+mod server;
+
+pub use cli::{Cli, Command, CommonArgs, ServeArgs};
+pub use fixture::{Fixture, FixtureMember, FixtureRoom, fixture};
+pub use server::{Server, open_storage};

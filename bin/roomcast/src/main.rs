@@ -1,1 +1,78 @@
-fn main() {}
+//! `roomcast`: the server binary. Parses the command line, installs
+//! logging, and runs a command from the library half.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use roomcast_app::{Cli, Command, Server, fixture, open_storage};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("roomcast: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("roomcast: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let server = Server::start(&args).await?;
+            println!("Roomcast is listening on http://{}", server.addr());
+            println!(
+                "WebSocket endpoint: ws://{}/ws/chat/{{host}}/{{room}}",
+                server.addr()
+            );
+            tracing::info!(addr = %server.addr(), "listening");
+            shutdown_signal().await?;
+            tracing::info!("signal received: shutting down");
+            server.shutdown().await?;
+            tracing::info!("stopped");
+            Ok(())
+        }
+        Command::Fixture(args) => {
+            let fixture = fixture(&args.common, args.rooms, args.members).await?;
+            let json = serde_json::to_string(&fixture).context("encoding the fixture")?;
+            println!("{json}");
+            Ok(())
+        }
+        Command::Migrate(common) => {
+            let storage = open_storage(&common).await?;
+            tracing::info!(backend = storage.backend(), "database is migrated");
+            Ok(())
+        }
+    }
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

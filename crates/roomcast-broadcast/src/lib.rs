@@ -26,6 +26,6 @@ mod memory;
 
 pub use envelope::Envelope;
 pub use error::BroadcastError;
-pub use hub::{Backfill, Hub, HubConfig, RoomFeed};
+pub use hub::{Backfill, Hub, HubBuilder, HubConfig, RoomFeed};
 pub use layer::{ChannelLayer, Inbox};
 pub use memory::{InMemoryBus, InMemoryLayer};

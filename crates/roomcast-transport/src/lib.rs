@@ -1,1 +1,29 @@
+//! Roomcast over the network: the WebSocket consumer of
+//! `/ws/chat/{host}/{slug}` and the HTTP endpoints, on axum.
+//!
+//! [`router`] builds the axum app from an [`AppState`] (storage, hub, keys,
+//! configuration); [`serve`] runs it on a listener until a shutdown future
+//! resolves, then closes every socket (1001, or a bare TCP close in
+//! [`ShutdownMode::Drop`]) and returns. Nothing here reads the environment
+//! or installs a tracing subscriber: the binary does.
+//!
+//! Invariants: an event is broadcast only after storage acknowledged it;
+//! a refused handshake is a plain HTTP status with a JSON body, never an
+//! accepted-then-closed socket; internal error text never reaches a client.
 
+mod auth;
+mod backfill;
+mod config;
+mod consumer;
+mod error;
+mod handshake;
+mod http;
+mod server;
+mod state;
+
+pub use auth::{AuthError, Claims, JwtKeys};
+pub use backfill::{encode_event, hub_builder};
+pub use config::{AllowedOrigins, ShutdownMode, TransportConfig};
+pub use error::ApiError;
+pub use server::{router, serve};
+pub use state::AppState;

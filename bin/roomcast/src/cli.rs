@@ -1,0 +1,153 @@
+//! The command line. Every flag has an environment fallback; operators and
+//! scripts rely on these names.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "roomcast", version, about = "Real-time room chat server")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Seed users, rooms and participants and print a benchmark fixture
+    /// (../shared/FIXTURE.md) with valid tokens.
+    Fixture(FixtureArgs),
+    /// Create or upgrade the database schema, then exit.
+    Migrate(CommonArgs),
+}
+
+/// What every command needs to find the server's data and keys.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Address to listen on (and to put in fixture URLs).
+    #[arg(long, env = "ROOMCAST_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+    /// Where the embedded database and the generated JWT secret live.
+    #[arg(long, env = "ROOMCAST_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// `sqlite:` URL; default: `roomcast.db` in the data directory.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// HS256 signing secret; default: generated once and kept in the data
+    /// directory.
+    #[arg(long, env = "ROOMCAST_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Channel layer URL (`redis://`); unset: the in-memory layer.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Comma-separated origins allowed to open WebSockets, or `*`;
+    /// default: the server's own http:// origin.
+    #[arg(long, env = "ROOMCAST_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// Open sockets beyond which handshakes are refused with 503.
+    #[arg(long, env = "ROOMCAST_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
+    /// How shutdown ends sockets: `frame` (close 1001) or `drop` (TCP close
+    /// without a frame, so seed clients reconnect).
+    #[arg(long, env = "ROOMCAST_SHUTDOWN_MODE", value_enum, default_value_t = ShutdownModeArg::Frame)]
+    pub shutdown_mode: ShutdownModeArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ShutdownModeArg {
+    Frame,
+    Drop,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FixtureArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Number of rooms (M).
+    #[arg(long)]
+    pub rooms: usize,
+    /// Members per room (K), host included.
+    #[arg(long)]
+    pub members: usize,
+}
+
+impl ServeArgs {
+    /// Settings with defaults, for embedding and tests.
+    pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            common: CommonArgs {
+                bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+                data_dir: data_dir.into(),
+                database_url: None,
+                jwt_secret: None,
+            },
+            redis_url: None,
+            allowed_origins: Vec::new(),
+            max_connections: 100_000,
+            shutdown_mode: ShutdownModeArg::Frame,
+        }
+    }
+}
+
+impl CommonArgs {
+    /// The database URL in force.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("roomcast.db").display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_parses() {
+        Cli::command_for_tests();
+        let cli = Cli::try_parse_from([
+            "roomcast",
+            "serve",
+            "--bind",
+            "0.0.0.0:9000",
+            "--allowed-origins",
+            "http://a,http://b",
+        ])
+        .expect("parses");
+        match cli.command {
+            Command::Serve(args) => {
+                assert_eq!(args.common.bind.port(), 9000);
+                assert_eq!(args.allowed_origins, vec!["http://a", "http://b"]);
+                assert_eq!(args.shutdown_mode, ShutdownModeArg::Frame);
+            }
+            other => panic!("expected serve, got {other:?}"),
+        }
+        let cli = Cli::try_parse_from(["roomcast", "fixture", "--rooms", "2", "--members", "3"])
+            .expect("parses");
+        assert!(matches!(
+            cli.command,
+            Command::Fixture(FixtureArgs {
+                rooms: 2,
+                members: 3,
+                ..
+            })
+        ));
+    }
+
+    impl Cli {
+        fn command_for_tests() {
+            use clap::CommandFactory;
+            Cli::command().debug_assert();
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! Starting and stopping a Roomcast node from its settings.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use roomcast_broadcast::HubConfig;
+use roomcast_storage::Storage;
+use roomcast_transport::{AllowedOrigins, AppState, JwtKeys, ShutdownMode, TransportConfig};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::cli::{CommonArgs, ServeArgs, ShutdownModeArg};
+use crate::secret;
+
+/// Opens (creating and migrating) the storage the settings name.
+pub async fn open_storage(common: &CommonArgs) -> anyhow::Result<Storage> {
+    let url = common.database_url();
+    if url.starts_with("sqlite:") {
+        std::fs::create_dir_all(&common.data_dir)
+            .with_context(|| format!("creating data directory {}", common.data_dir.display()))?;
+    }
+    roomcast_storage::connect(&url)
+        .await
+        .with_context(|| format!("opening the database {}", redact(&url)))
+}
+
+/// A URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***{}", &url[..scheme], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// A running node.
+#[derive(Debug)]
+pub struct Server {
+    addr: SocketAddr,
+    state: AppState,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// Opens storage, builds the node and starts serving on the configured
+    /// address (port 0 picks a free one).
+    pub async fn start(args: &ServeArgs) -> anyhow::Result<Self> {
+        if let Some(url) = &args.redis_url {
+            anyhow::bail!(
+                "REDIS_URL is set ({}), but this build has only the in-memory channel layer; unset it",
+                redact(url)
+            );
+        }
+        let storage = open_storage(&args.common).await?;
+        let secret =
+            secret::load_or_create(args.common.jwt_secret.as_deref(), &args.common.data_dir)?;
+        let listener = TcpListener::bind(args.common.bind)
+            .await
+            .with_context(|| format!("binding {}", args.common.bind))?;
+        let addr = listener.local_addr()?;
+        let hub = roomcast_transport::hub_builder(&storage, HubConfig::default()).standalone();
+        let config = TransportConfig {
+            allowed_origins: allowed_origins(&args.allowed_origins, addr),
+            max_connections: args.max_connections,
+            shutdown_mode: match args.shutdown_mode {
+                ShutdownModeArg::Frame => ShutdownMode::Frame,
+                ShutdownModeArg::Drop => ShutdownMode::Drop,
+            },
+            ..TransportConfig::default()
+        };
+        tracing::info!(
+            storage = storage.backend(),
+            layer = hub.layer().name(),
+            origins = ?config.allowed_origins,
+            "starting"
+        );
+        let state = AppState::new(storage, hub, JwtKeys::new(&secret), config);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(roomcast_transport::serve(
+            listener,
+            state.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Ok(Self {
+            addr,
+            state,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Stops accepting, closes every socket, and waits for the server to end.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.wait().await
+    }
+
+    /// Waits for the server to end (after `shutdown`, or a fatal error).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task
+            .await
+            .context("server task panicked")?
+            .context("server failed")
+    }
+}
+
+/// The origins allowed to open sockets: as configured, or the server's own.
+fn allowed_origins(configured: &[String], addr: SocketAddr) -> AllowedOrigins {
+    let configured: Vec<String> = configured
+        .iter()
+        .map(|o| o.trim().to_owned())
+        .filter(|o| !o.is_empty())
+        .collect();
+    if configured.iter().any(|o| o == "*") {
+        return AllowedOrigins::Any;
+    }
+    if !configured.is_empty() {
+        return AllowedOrigins::List(configured);
+    }
+    let port = addr.port();
+    let mut own = vec![format!("http://{}", public_addr(addr))];
+    if addr.ip().is_loopback() || addr.ip().is_unspecified() {
+        for alias in [
+            format!("http://localhost:{port}"),
+            format!("http://127.0.0.1:{port}"),
+        ] {
+            if !own.contains(&alias) {
+                own.push(alias);
+            }
+        }
+    }
+    AllowedOrigins::List(own)
+}
+
+/// The address clients use: an unspecified bind address means loopback.
+pub(crate) fn public_addr(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_origin_is_the_servers_own() {
+        let addr: SocketAddr = "0.0.0.0:8080".parse().expect("addr");
+        let AllowedOrigins::List(list) = allowed_origins(&[], addr) else {
+            panic!("expected a list")
+        };
+        assert!(list.contains(&"http://127.0.0.1:8080".to_owned()));
+        assert!(list.contains(&"http://localhost:8080".to_owned()));
+        assert_eq!(allowed_origins(&["*".into()], addr), AllowedOrigins::Any);
+        assert_eq!(
+            allowed_origins(&["http://a".into(), " ".into()], addr),
+            AllowedOrigins::List(vec!["http://a".into()])
+        );
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(redact("postgres://u:pw@h/db"), "postgres://***@h/db");
+        assert_eq!(redact("sqlite://./data/x.db"), "sqlite://./data/x.db");
+    }
+}

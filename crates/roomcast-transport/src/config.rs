@@ -1,0 +1,99 @@
+//! Transport settings, filled in by the binary (or an embedder).
+
+use std::time::Duration;
+
+/// Which `Origin` headers may open a WebSocket (cross-site WebSocket
+/// hijacking defence: a browser sends the cookie whatever page connects).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowedOrigins {
+    /// Any origin: only for deployments behind another gate.
+    Any,
+    /// Exactly these origins, e.g. `http://127.0.0.1:8080`.
+    List(Vec<String>),
+}
+
+impl AllowedOrigins {
+    /// Whether a request with this `Origin` header may connect. A request
+    /// without one (not from a browser) may: it cannot carry a victim's cookie
+    /// by accident.
+    pub fn allows(&self, origin: Option<&str>) -> bool {
+        match (self, origin) {
+            (_, None) | (AllowedOrigins::Any, _) => true,
+            (AllowedOrigins::List(list), Some(o)) => {
+                let o = o.trim_end_matches('/');
+                list.iter()
+                    .any(|allowed| allowed.trim_end_matches('/').eq_ignore_ascii_case(o))
+            }
+        }
+    }
+}
+
+/// How a graceful shutdown ends each socket (PROTOCOL.md section 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ShutdownMode {
+    /// Close frame 1001: well-behaved clients reconnect with `since`.
+    #[default]
+    Frame,
+    /// End the TCP connection without a close frame: the seed client only
+    /// reconnects after an unclean close, so this is the mode for fleets of
+    /// seed clients.
+    Drop,
+}
+
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    pub allowed_origins: AllowedOrigins,
+    /// Open sockets beyond which handshakes get 503.
+    pub max_connections: usize,
+    /// Largest client message accepted; a larger one closes with 1009.
+    pub max_message_bytes: usize,
+    /// Per-socket read and write buffer sizes. Small buffers keep an idle
+    /// connection cheap (a few KB instead of axum's 128 KiB default).
+    pub socket_buffer_bytes: usize,
+    /// Most bytes a socket may have queued for a peer that does not read.
+    pub max_write_buffer_bytes: usize,
+    /// A write that takes longer than this means the peer stopped reading:
+    /// the socket is closed (1013) and the client resumes with `since`.
+    pub write_timeout: Duration,
+    pub shutdown_mode: ShutdownMode,
+    /// How long shutdown waits for sockets to close before giving up.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Self {
+            allowed_origins: AllowedOrigins::List(Vec::new()),
+            max_connections: 100_000,
+            max_message_bytes: 64 * 1024,
+            socket_buffer_bytes: 4 * 1024,
+            max_write_buffer_bytes: 256 * 1024,
+            write_timeout: Duration::from_secs(10),
+            shutdown_mode: ShutdownMode::Frame,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_are_matched_exactly_but_for_case_and_a_trailing_slash() {
+        let allowed = AllowedOrigins::List(vec!["http://127.0.0.1:8080".into()]);
+        let cases = [
+            (None, true),
+            (Some("http://127.0.0.1:8080"), true),
+            (Some("HTTP://127.0.0.1:8080/"), true),
+            (Some("http://127.0.0.1:8081"), false),
+            (Some("https://127.0.0.1:8080"), false),
+            (Some("http://evil.example"), false),
+            (Some("null"), false),
+        ];
+        for (origin, want) in cases {
+            assert_eq!(allowed.allows(origin), want, "{origin:?}");
+        }
+        assert!(AllowedOrigins::Any.allows(Some("http://evil.example")));
+    }
+}

@@ -1,0 +1,529 @@
+//! The chat consumer: one per WebSocket, the seed's `ChatConsumer`.
+//!
+//! Two halves run side by side in the socket's task. The reader parses
+//! client frames and writes to storage; each stored event is published to
+//! the room (sender included) only after its commit. The writer sends what
+//! the room's feed delivers, in `seq` order and exactly once: it remembers
+//! the last seq it sent, skips anything at or below it, and fetches from
+//! storage anything it would otherwise skip over. The same rule serves
+//! resume (`?since=N`): start at N, catch up from storage, then go live.
+
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use roomcast_broadcast::{Envelope, RoomFeed};
+use roomcast_domain::wire::{ChatEvent, ClientFrame, ErrorCode, ErrorFrame, ServerFrame};
+use roomcast_domain::{Event, Room, Seq, User};
+use roomcast_storage::{NewMessage, StorageError};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+
+use crate::backfill::encode_event;
+use crate::state::ConnectionSlot;
+use crate::{AppState, ShutdownMode};
+
+/// Who is connected where, decided by the handshake.
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub user: User,
+    pub room: Room,
+    pub since: Option<Seq>,
+    pub expires: Option<time::OffsetDateTime>,
+    pub slot: ConnectionSlot,
+}
+
+/// PROTOCOL.md section 5.
+mod close {
+    pub const NORMAL: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
+    pub const POLICY: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
+    pub const TRY_AGAIN: u16 = 1013;
+}
+
+/// Events fetched from storage per round trip when catching up.
+const CATCH_UP_PAGE: u32 = 500;
+/// Frames written before one flush, so a burst costs one syscall.
+const WRITE_BATCH: usize = 64;
+
+/// From the reader to the writer.
+#[derive(Debug)]
+enum Outgoing {
+    /// A frame for this socket only (errors, a duplicate's original event).
+    Frame(Utf8Bytes),
+    /// Close with this code.
+    Close(u16, &'static str),
+}
+
+/// Why the writer stopped.
+enum End {
+    Close(u16, &'static str),
+    /// The peer is gone or the reader finished: nothing more to say.
+    Quiet,
+    /// Shutdown in `drop` mode: end TCP without a close frame.
+    Drop,
+}
+
+pub(crate) async fn run(app: AppState, socket: WebSocket, session: Session) {
+    let Session {
+        user,
+        room,
+        since,
+        expires,
+        slot,
+    } = session;
+    let _slot = slot;
+    let (sink, stream) = socket.split();
+    let mut sink = sink;
+    let feed = match app.hub().join(room.id).await {
+        Ok(feed) => feed,
+        Err(e) => {
+            tracing::warn!(error = %e, room = %room.id, "cannot join room group");
+            let _ = send_close(&mut sink, close::TRY_AGAIN, "Try again later.").await;
+            return;
+        }
+    };
+    tracing::debug!(user = %user.username, room = %room.id, "socket open");
+    let (out_tx, out_rx) = mpsc::channel(32);
+    let reader = read_loop(&app, &user, &room, stream, out_tx);
+    let writer = write_loop(&app, &user, &room, since, expires, feed, out_rx, sink);
+    // The writer ends the session: when it stops, the reader is dropped.
+    let feed = tokio::select! {
+        feed = writer => feed,
+        never = reader_then_wait(reader) => match never {},
+    };
+    app.hub().leave(feed).await;
+    tracing::debug!(user = %user.username, room = %room.id, "socket closed");
+}
+
+/// The reader finishing does not end the session by itself: it tells the
+/// writer (by dropping its sender), which closes properly. So this future
+/// never completes.
+async fn reader_then_wait(reader: impl Future<Output = ()>) -> std::convert::Infallible {
+    reader.await;
+    std::future::pending().await
+}
+
+// ---------------------------------------------------------------- reader
+
+async fn read_loop(
+    app: &AppState,
+    user: &User,
+    room: &Room,
+    mut stream: SplitStream<WebSocket>,
+    out: mpsc::Sender<Outgoing>,
+) {
+    while let Some(message) = stream.next().await {
+        let reply = match message {
+            Ok(Message::Text(text)) => handle_text(app, user, room, text.as_str()).await,
+            Ok(Message::Binary(_)) => Some(error_frame(ErrorFrame::new(
+                ErrorCode::BadFrame,
+                "Invalid frame: binary frames are not supported.",
+            ))),
+            Ok(Message::Ping(_) | Message::Pong(_)) => None,
+            Ok(Message::Close(_)) => break,
+            Err(e) => {
+                let too_big = matches!(
+                    std::error::Error::source(&e)
+                        .and_then(|s| s.downcast_ref::<tungstenite::Error>()),
+                    Some(tungstenite::Error::Capacity(_))
+                );
+                if too_big {
+                    let _ = out
+                        .send(Outgoing::Close(close::TOO_BIG, "Message too big."))
+                        .await;
+                } else {
+                    tracing::debug!(error = %e, "socket read failed");
+                }
+                break;
+            }
+        };
+        if let Some(frame) = reply
+            && out.send(Outgoing::Frame(frame)).await.is_err()
+        {
+            break;
+        }
+    }
+}
+
+/// Handles one client frame; returns what to tell the sender alone.
+async fn handle_text(app: &AppState, user: &User, room: &Room, text: &str) -> Option<Utf8Bytes> {
+    let frame = match ClientFrame::parse(text) {
+        Ok(frame) => frame,
+        Err(e) => {
+            let err = ErrorFrame::new(e.code(), e.to_string());
+            return Some(error_frame(
+                err.with_client_id(ClientFrame::client_id_of(text)),
+            ));
+        }
+    };
+    let storage = app.storage();
+    match frame {
+        ClientFrame::Text { body, client_id } => {
+            let cid = client_id.as_ref().map(|c| c.as_str().to_owned());
+            let new = NewMessage {
+                room_id: room.id,
+                author: user.clone(),
+                body,
+                client_id,
+            };
+            match storage.post_message(new).await {
+                Ok(posted) if posted.duplicate => {
+                    // Broadcast when first stored; the retrying sender gets
+                    // the original event again, nobody else sees it twice.
+                    Some(utf8(encode_frame(&posted.event)))
+                }
+                Ok(posted) => {
+                    publish(app, room, &posted.event).await;
+                    None
+                }
+                Err(e) => Some(error_frame(storage_error(e, "post").with_client_id(cid))),
+            }
+        }
+        ClientFrame::Update { id, body } => {
+            match storage.edit_message(room.id, user.id, id, body).await {
+                Ok(event) => {
+                    publish(app, room, &event).await;
+                    None
+                }
+                Err(StorageError::Forbidden) => Some(error_frame(ErrorFrame::new(
+                    ErrorCode::Forbidden,
+                    "You can only edit your own messages.",
+                ))),
+                Err(e) => Some(error_frame(storage_error(e, "edit"))),
+            }
+        }
+        ClientFrame::Delete { id } => match storage.delete_message(room.id, user.id, id).await {
+            Ok(event) => {
+                publish(app, room, &event).await;
+                None
+            }
+            Err(StorageError::Forbidden) => Some(error_frame(ErrorFrame::new(
+                ErrorCode::Forbidden,
+                "You can only delete your own messages.",
+            ))),
+            Err(e) => Some(error_frame(storage_error(e, "delete"))),
+        },
+        ClientFrame::Typing => {
+            let frame = ServerFrame::Event(ChatEvent::Typing {
+                user: user.username.clone(),
+            });
+            let envelope = Envelope::Ephemeral {
+                frame: Bytes::from(frame.to_json()),
+            };
+            if let Err(e) = app.hub().publish(room.id, envelope).await {
+                tracing::debug!(error = %e, "typing not relayed to other nodes");
+            }
+            None
+        }
+    }
+}
+
+fn encode_frame(event: &Event) -> Bytes {
+    match encode_event(event) {
+        Envelope::Event { frame, .. } => frame,
+        _ => Bytes::new(),
+    }
+}
+
+/// Broadcasts a stored event. A layer failure is logged, not reported to
+/// the sender: the event is stored and this node's sockets have it; other
+/// nodes fill the gap from storage when their next event arrives.
+async fn publish(app: &AppState, room: &Room, event: &Event) {
+    if let Err(e) = app.hub().publish(room.id, encode_event(event)).await {
+        tracing::warn!(error = %e, room = %room.id, seq = event.seq, "publish to other nodes failed");
+    }
+}
+
+fn storage_error(e: StorageError, what: &str) -> ErrorFrame {
+    match e {
+        StorageError::NotFound => ErrorFrame::new(ErrorCode::NotFound, "Message not found."),
+        StorageError::Forbidden => ErrorFrame::new(ErrorCode::Forbidden, "Not allowed."),
+        other => {
+            tracing::error!(error = %other, source = ?std::error::Error::source(&other), what, "storage write failed");
+            ErrorFrame::new(
+                ErrorCode::Unavailable,
+                "Storage is unavailable; nothing was stored. Try again.",
+            )
+        }
+    }
+}
+
+fn error_frame(frame: ErrorFrame) -> Utf8Bytes {
+    Utf8Bytes::from(frame.to_json())
+}
+
+fn utf8(bytes: Bytes) -> Utf8Bytes {
+    // Frames are serialized from Rust strings, so this never fails; an
+    // invalid one would be dropped rather than sent.
+    Utf8Bytes::try_from(bytes).unwrap_or_else(|_| Utf8Bytes::from_static("{}"))
+}
+
+// ---------------------------------------------------------------- writer
+
+/// Sends the room's events and the reader's replies until the session ends;
+/// returns the feed so the caller can leave the room.
+#[allow(clippy::too_many_arguments)]
+async fn write_loop(
+    app: &AppState,
+    user: &User,
+    room: &Room,
+    since: Option<Seq>,
+    expires: Option<time::OffsetDateTime>,
+    mut feed: RoomFeed,
+    mut out: mpsc::Receiver<Outgoing>,
+    mut sink: SplitSink<WebSocket, Message>,
+) -> RoomFeed {
+    let end = match start(app, room, since, &mut sink).await {
+        Ok(last) => {
+            let mut writer = Writer {
+                app,
+                room,
+                sink: &mut sink,
+                last,
+                pending: 0,
+            };
+            writer.live(user, expires, &mut feed, &mut out).await
+        }
+        Err(end) => end,
+    };
+    match end {
+        End::Close(code, reason) => {
+            let _ = tokio::time::timeout(
+                app.config().write_timeout,
+                send_close(&mut sink, code, reason),
+            )
+            .await;
+        }
+        End::Quiet => {
+            let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+        }
+        End::Drop => {}
+    }
+    feed
+}
+
+/// Where the socket starts: the room's current seq, or after `since` with
+/// everything since replayed from storage and `synced` sent.
+async fn start(
+    app: &AppState,
+    room: &Room,
+    since: Option<Seq>,
+    sink: &mut SplitSink<WebSocket, Message>,
+) -> Result<Seq, End> {
+    let current = app.storage().last_seq(room.id).await.map_err(|e| {
+        tracing::warn!(error = %e, "cannot read the room's position");
+        End::Close(close::TRY_AGAIN, "Storage unavailable; try again.")
+    })?;
+    let Some(since) = since else {
+        return Ok(current);
+    };
+    if since > current {
+        // A position this room never had (another server, a reset log).
+        let reset = ServerFrame::Event(ChatEvent::Reset { seq: current });
+        send_now(sink, Utf8Bytes::from(reset.to_json())).await?;
+        return Ok(current);
+    }
+    let mut writer = Writer {
+        app,
+        room,
+        sink,
+        last: since,
+        pending: 0,
+    };
+    writer.catch_up(Seq::MAX).await?;
+    let synced = ServerFrame::Event(ChatEvent::Synced { seq: writer.last });
+    writer.push(Utf8Bytes::from(synced.to_json())).await?;
+    writer.flush().await?;
+    Ok(writer.last)
+}
+
+async fn send_now(sink: &mut SplitSink<WebSocket, Message>, frame: Utf8Bytes) -> Result<(), End> {
+    sink.send(Message::Text(frame))
+        .await
+        .map_err(|_| End::Quiet)
+}
+
+async fn send_close(
+    sink: &mut SplitSink<WebSocket, Message>,
+    code: u16,
+    reason: &'static str,
+) -> Result<(), axum::Error> {
+    sink.send(Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    })))
+    .await
+}
+
+struct Writer<'a> {
+    app: &'a AppState,
+    room: &'a Room,
+    sink: &'a mut SplitSink<WebSocket, Message>,
+    /// The last seq this socket has sent (or, before live, its start).
+    last: Seq,
+    /// Frames fed but not yet flushed.
+    pending: usize,
+}
+
+impl Writer<'_> {
+    async fn live(
+        &mut self,
+        user: &User,
+        expires: Option<time::OffsetDateTime>,
+        feed: &mut RoomFeed,
+        out: &mut mpsc::Receiver<Outgoing>,
+    ) -> End {
+        let shutdown = self.app.shutdown_token().clone();
+        let expiry = token_expiry(expires);
+        tokio::pin!(expiry);
+        loop {
+            let step = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => Err(match self.app.config().shutdown_mode {
+                    ShutdownMode::Frame => End::Close(close::GOING_AWAY, "Server shutting down."),
+                    ShutdownMode::Drop => End::Drop,
+                }),
+                _ = &mut expiry => Err(End::Close(close::POLICY, "Token expired.")),
+                reply = out.recv() => match reply {
+                    Some(Outgoing::Frame(frame)) => self.push(frame).await,
+                    Some(Outgoing::Close(code, reason)) => Err(End::Close(code, reason)),
+                    None => Err(End::Close(close::NORMAL, "")),
+                },
+                received = feed.recv() => self.deliver(user, received).await,
+            };
+            let step = match step {
+                Ok(()) => self.drain(user, feed).await,
+                Err(end) => Err(end),
+            };
+            if let Err(end) = step {
+                return end;
+            }
+            if let Err(end) = self.flush().await {
+                return end;
+            }
+        }
+    }
+
+    /// Sends whatever else the feed has ready, up to a batch, before one flush.
+    async fn drain(&mut self, user: &User, feed: &mut RoomFeed) -> Result<(), End> {
+        while self.pending < WRITE_BATCH {
+            match feed.try_recv() {
+                Ok(envelope) => self.deliver(user, Ok(envelope)).await?,
+                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(n)) => {
+                    return self.deliver(user, Err(RecvError::Lagged(n))).await;
+                }
+                Err(_) => break,
+            }
+        }
+        Ok(())
+    }
+
+    async fn deliver(
+        &mut self,
+        user: &User,
+        received: Result<Envelope, RecvError>,
+    ) -> Result<(), End> {
+        match received {
+            Ok(Envelope::Event { seq, frame }) => {
+                if seq <= self.last {
+                    return Ok(()); // already sent (replay, or a duplicate)
+                }
+                if seq > self.last + 1 {
+                    self.catch_up(seq - 1).await?;
+                }
+                self.push(utf8(frame)).await?;
+                self.last = seq;
+                Ok(())
+            }
+            Ok(Envelope::Ephemeral { frame }) => self.push(utf8(frame)).await,
+            Ok(Envelope::Evict { user: evicted }) if evicted == user.id => {
+                Err(End::Close(close::POLICY, "Membership revoked."))
+            }
+            Ok(Envelope::Evict { .. }) => Ok(()),
+            Err(RecvError::Lagged(missed)) => {
+                tracing::info!(missed, user = %user.username, "slow consumer closed");
+                Err(End::Close(
+                    close::TRY_AGAIN,
+                    "Too slow; reconnect with since.",
+                ))
+            }
+            Err(RecvError::Closed) => Err(End::Close(close::GOING_AWAY, "Room closed.")),
+        }
+    }
+
+    /// Sends stored events after `self.last` up to `until` from storage.
+    async fn catch_up(&mut self, until: Seq) -> Result<(), End> {
+        while self.last < until {
+            let want = u32::try_from(until - self.last)
+                .unwrap_or(CATCH_UP_PAGE)
+                .min(CATCH_UP_PAGE);
+            let events = self
+                .app
+                .storage()
+                .events_since(self.room.id, self.last, want)
+                .await
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "catch-up from storage failed");
+                    End::Close(
+                        close::TRY_AGAIN,
+                        "Storage unavailable; reconnect with since.",
+                    )
+                })?;
+            let Some(last) = events.last().map(|e| e.seq) else {
+                break;
+            };
+            for event in &events {
+                self.push(utf8(encode_frame(event))).await?;
+            }
+            self.last = last;
+        }
+        Ok(())
+    }
+
+    async fn push(&mut self, frame: Utf8Bytes) -> Result<(), End> {
+        let timeout = self.app.config().write_timeout;
+        match tokio::time::timeout(timeout, self.sink.feed(Message::Text(frame))).await {
+            Ok(Ok(())) => {
+                self.pending += 1;
+                Ok(())
+            }
+            Ok(Err(_)) => Err(End::Quiet),
+            Err(_) => Err(End::Close(
+                close::TRY_AGAIN,
+                "Too slow; reconnect with since.",
+            )),
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), End> {
+        if self.pending == 0 {
+            return Ok(());
+        }
+        self.pending = 0;
+        let timeout = self.app.config().write_timeout;
+        match tokio::time::timeout(timeout, self.sink.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::Quiet),
+            Err(_) => Err(End::Close(
+                close::TRY_AGAIN,
+                "Too slow; reconnect with since.",
+            )),
+        }
+    }
+}
+
+/// Resolves when the connection's token expires (never without one).
+async fn token_expiry(expires: Option<time::OffsetDateTime>) {
+    match expires {
+        Some(at) => {
+            let left = at - time::OffsetDateTime::now_utc();
+            let left = Duration::try_from(left).unwrap_or(Duration::ZERO);
+            tokio::time::sleep(left).await;
+        }
+        None => std::future::pending().await,
+    }
+}

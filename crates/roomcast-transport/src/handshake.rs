@@ -1,0 +1,121 @@
+//! `GET /ws/chat/{host}/{slug}`: every check happens before the upgrade, so
+//! a refusal is a plain HTTP status with a JSON body (PROTOCOL.md section 1).
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{Path, Query, State, WebSocketUpgrade};
+use axum::http::HeaderMap;
+use axum::http::header::ORIGIN;
+use axum::response::{IntoResponse, Response};
+use roomcast_domain::{Room, RoomSlug, Seq, User, Username};
+use serde::Deserialize;
+
+use crate::auth::token_from;
+use crate::consumer::{self, Session};
+use crate::{ApiError, AppState};
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct WsQuery {
+    since: Option<String>,
+}
+
+pub(crate) async fn ws_chat(
+    State(app): State<AppState>,
+    Path((host, slug)): Path<(String, String)>,
+    Query(query): Query<WsQuery>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    match admit(&app, &host, &slug, &query, &headers).await {
+        Err(refusal) => {
+            tracing::debug!(status = %refusal.status, code = refusal.code, %host, %slug, "handshake refused");
+            refusal.into_response()
+        }
+        Ok((user, room, since)) => {
+            let upgrade = match upgrade {
+                Ok(u) => u,
+                Err(rejection) => {
+                    return ApiError::new(
+                        rejection.status(),
+                        "bad_request",
+                        "This endpoint speaks WebSocket only.",
+                    )
+                    .into_response();
+                }
+            };
+            let Some(slot) = app.try_connect() else {
+                return ApiError::unavailable("The server is at its connection limit.")
+                    .into_response();
+            };
+            let expires = expiry_of(&app, &headers);
+            let config = app.config();
+            let session = Session {
+                user,
+                room,
+                since,
+                expires,
+                slot,
+            };
+            let tracker = app.sockets().clone();
+            upgrade
+                .read_buffer_size(config.socket_buffer_bytes)
+                .write_buffer_size(config.socket_buffer_bytes)
+                .max_write_buffer_size(config.max_write_buffer_bytes)
+                .max_message_size(config.max_message_bytes)
+                .max_frame_size(config.max_message_bytes)
+                .on_upgrade(move |socket| tracker.track_future(consumer::run(app, socket, session)))
+        }
+    }
+}
+
+/// The checks of PROTOCOL.md section 1, in its order.
+async fn admit(
+    app: &AppState,
+    host: &str,
+    slug: &str,
+    query: &WsQuery,
+    headers: &HeaderMap,
+) -> Result<(User, Room, Option<Seq>), ApiError> {
+    let token =
+        token_from(headers).ok_or_else(|| ApiError::unauthorized("Authentication required."))?;
+    let (user_id, _claims) = app.keys().verify(&token).map_err(|e| {
+        tracing::debug!(error = %e, "token refused");
+        ApiError::unauthorized("Invalid or expired token.")
+    })?;
+    let origin = headers.get(ORIGIN).map(|v| v.to_str().unwrap_or("\u{0}"));
+    if !app.config().allowed_origins.allows(origin) {
+        return Err(ApiError::forbidden("Origin not allowed."));
+    }
+    let since = match &query.since {
+        None => None,
+        Some(s) => Some(
+            s.parse::<Seq>()
+                .map_err(|_| ApiError::bad_request("`since` must be a non-negative integer."))?,
+        ),
+    };
+    let user = app
+        .storage()
+        .user_by_id(user_id)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("Invalid or expired token."))?;
+    let room_missing = || ApiError::not_found("Room not found.");
+    let host = Username::parse(host).map_err(|_| room_missing())?;
+    let slug = RoomSlug::parse(slug).map_err(|_| room_missing())?;
+    let room = app
+        .storage()
+        .room_by_address(&host, &slug)
+        .await?
+        .ok_or_else(room_missing)?;
+    if !app.storage().is_participant(room.id, user.id).await? {
+        return Err(ApiError::forbidden(
+            "You are not a participant of this room.",
+        ));
+    }
+    Ok((user, room, since))
+}
+
+/// When the connection's token expires: the socket closes then (1008).
+fn expiry_of(app: &AppState, headers: &HeaderMap) -> Option<time::OffsetDateTime> {
+    let token = token_from(headers)?;
+    let (_, claims) = app.keys().verify(&token).ok()?;
+    time::OffsetDateTime::from_unix_timestamp(claims.exp).ok()
+}
