@@ -1,0 +1,295 @@
+//! The seed's consumer: text, update and delete, broadcast to the room.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::harness::{post, spawn_app};
+
+const SEED_NEW_FIELDS: [&str; 8] = [
+    "id",
+    "user",
+    "user_id",
+    "body",
+    "created",
+    "edited",
+    "updated",
+    "userAvatar",
+];
+
+#[tokio::test]
+async fn both_members_receive_every_new_message_with_seed_fields_and_consecutive_seqs() {
+    let app = spawn_app().await;
+    let rooms = app.fixture(1, 2).await;
+    let room = &rooms[0];
+    let mut alice = app.connect(room, 0).await;
+    let mut bob = app.connect(room, 1).await;
+
+    for (i, text) in ["first", "second", "third"].into_iter().enumerate() {
+        alice
+            .send_json(
+                json!({"type": "text", "message": text, "timestamp": "2024-01-01T00:00:00Z"}),
+            )
+            .await;
+        for ws in [&mut alice, &mut bob] {
+            let event = ws.next_json().await;
+            assert_eq!(event["type"], "chat_message");
+            assert_eq!(event["action"], "new");
+            for field in SEED_NEW_FIELDS {
+                assert!(event.get(field).is_some(), "missing {field} in {event}");
+            }
+            assert_eq!(event["body"], text);
+            assert_eq!(event["user"], room.members[0].username);
+            assert_eq!(event["user_id"], room.members[0].user_id);
+            assert_eq!(event["edited"], false);
+            assert_eq!(event["userAvatar"], Value::Null);
+            assert_eq!(event["seq"], i as u64 + 1);
+            assert!(uuid::Uuid::parse_str(event["id"].as_str().expect("id is a string")).is_ok());
+            let created = event["created"].as_str().expect("created is a string");
+            assert!(
+                time::OffsetDateTime::parse(
+                    created,
+                    &time::format_description::well_known::Rfc3339
+                )
+                .is_ok(),
+                "{created} is RFC 3339"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_frame_without_type_is_a_text_message_and_the_body_is_trimmed() {
+    let app = spawn_app().await;
+    let rooms = app.fixture(1, 1).await;
+    let mut ws = app.connect(&rooms[0], 0).await;
+    ws.send_json(json!({"message": "  hello  "})).await;
+    let event = ws.next_json().await;
+    assert_eq!(event["action"], "new");
+    assert_eq!(event["body"], "hello");
+}
+
+#[tokio::test]
+async fn the_author_can_edit_and_delete_and_everyone_sees_it() {
+    let app = spawn_app().await;
+    let rooms = app.fixture(1, 2).await;
+    let mut alice = app.connect(&rooms[0], 0).await;
+    let mut bob = app.connect(&rooms[0], 1).await;
+    let id = post(&mut alice, "draft").await["id"].clone();
+    bob.next_json().await;
+
+    alice
+        .send_json(json!({"type": "update", "messageId": id, "message": "final", "timestamp": "x"}))
+        .await;
+    for ws in [&mut alice, &mut bob] {
+        let event = ws.next_json().await;
+        assert_eq!(
+            event.as_object().map(|o| {
+                let mut k: Vec<_> = o.keys().cloned().collect();
+                k.sort();
+                k
+            }),
+            Some(
+                vec!["action", "body", "edited", "id", "seq", "type", "updated"]
+                    .into_iter()
+                    .map(String::from)
+                    .collect()
+            )
+        );
+        assert_eq!(event["action"], "update");
+        assert_eq!(event["id"], id);
+        assert_eq!(event["body"], "final");
+        assert_eq!(event["edited"], true);
+        assert_eq!(event["seq"], 2);
+    }
+
+    alice
+        .send_json(json!({"type": "delete", "messageId": id, "timestamp": "x"}))
+        .await;
+    for ws in [&mut alice, &mut bob] {
+        let event = ws.next_json().await;
+        assert_eq!(
+            event,
+            json!({"type": "chat_message", "action": "delete", "id": id, "seq": 3})
+        );
+    }
+}
+
+#[tokio::test]
+async fn only_the_author_may_edit_or_delete_with_the_seed_sentences() {
+    let app = spawn_app().await;
+    let rooms = app.fixture(1, 2).await;
+    let mut alice = app.connect(&rooms[0], 0).await;
+    let mut bob = app.connect(&rooms[0], 1).await;
+    let id = post(&mut alice, "mine").await["id"].clone();
+    bob.next_json().await;
+
+    bob.send_json(json!({"type": "update", "messageId": id, "message": "yours now"}))
+        .await;
+    assert_eq!(
+        bob.next_json().await,
+        json!({"error": "You can only edit your own messages.", "code": "forbidden"})
+    );
+    bob.send_json(json!({"type": "delete", "messageId": id}))
+        .await;
+    assert_eq!(
+        bob.next_json().await,
+        json!({"error": "You can only delete your own messages.", "code": "forbidden"})
+    );
+    bob.send_json(json!({"type": "delete", "messageId": uuid::Uuid::new_v4().to_string()}))
+        .await;
+    assert_eq!(
+        bob.next_json().await,
+        json!({"error": "Message not found.", "code": "not_found"})
+    );
+    // Nothing was broadcast for the refused attempts.
+    alice.quiet_for(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn a_message_of_another_room_cannot_be_edited_from_this_socket() {
+    let app = spawn_app().await;
+    let rooms = app.fixture(2, 1).await;
+    // user-0 hosts room-0; make them a participant of room-1 too.
+    let state = app.server.as_ref().expect("running").state().clone();
+    let storage = state.storage();
+    let host0 = roomcast_domain::Username::parse(rooms[0].host.clone()).expect("name");
+    let room1 = storage
+        .room_by_address(
+            &roomcast_domain::Username::parse(rooms[1].host.clone()).expect("name"),
+            &roomcast_domain::RoomSlug::parse(rooms[1].slug.clone()).expect("slug"),
+        )
+        .await
+        .expect("lookup")
+        .expect("room-1");
+    let user0 = storage
+        .user_by_username(&host0)
+        .await
+        .expect("lookup")
+        .expect("user-0");
+    storage
+        .add_participant(room1.id, user0.id)
+        .await
+        .expect("add");
+
+    let mut in_room0 = app.connect(&rooms[0], 0).await;
+    let id = post(&mut in_room0, "room-0 only").await["id"].clone();
+    let room1_as_user0 = roomcast_app::FixtureRoom {
+        host: rooms[1].host.clone(),
+        slug: rooms[1].slug.clone(),
+        members: vec![roomcast_app::FixtureMember {
+            username: rooms[0].members[0].username.clone(),
+            user_id: rooms[0].members[0].user_id.clone(),
+            token: rooms[0].members[0].token.clone(),
+        }],
+    };
+    let mut in_room1 = app.connect(&room1_as_user0, 0).await;
+    in_room1
+        .send_json(json!({"type": "update", "messageId": id, "message": "moved"}))
+        .await;
+    assert_eq!(
+        in_room1.next_json().await,
+        json!({"error": "Message not found.", "code": "not_found"})
+    );
+    in_room1
+        .send_json(json!({"type": "delete", "messageId": id}))
+        .await;
+    assert_eq!(
+        in_room1.next_json().await,
+        json!({"error": "Message not found.", "code": "not_found"})
+    );
+    in_room0.quiet_for(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn bodies_too_long_or_empty_are_refused_and_nothing_is_stored() {
+    let app = spawn_app().await;
+    let rooms = app.fixture(1, 1).await;
+    let mut ws = app.connect(&rooms[0], 0).await;
+    ws.send_json(json!({"type": "text", "message": "é".repeat(501), "clientId": "c1"}))
+        .await;
+    assert_eq!(
+        ws.next_json().await,
+        json!({"error": "Message exceeds 500 characters.", "code": "too_long", "clientId": "c1"})
+    );
+    ws.send_json(json!({"type": "text", "message": "   "}))
+        .await;
+    let empty = ws.next_json().await;
+    assert_eq!(empty["code"], "empty");
+    assert!(empty["error"].as_str().is_some_and(|s| !s.is_empty()));
+    // Exactly 500 characters is fine, and takes seq 1: nothing was stored before.
+    let ok = post(&mut ws, &"é".repeat(500)).await;
+    assert_eq!(ok["seq"], 1);
+}
+
+#[tokio::test]
+async fn bad_frames_get_error_frames_and_the_socket_stays_usable() {
+    let app = spawn_app().await;
+    let rooms = app.fixture(1, 1).await;
+    let mut ws = app.connect(&rooms[0], 0).await;
+    let bad: [&str; 6] = [
+        "not json",
+        "[1,2]",
+        r#"{"type":"shout","message":"x"}"#,
+        r#"{"type":"text"}"#,
+        r#"{"type":"update","messageId":"not-a-uuid","message":"x"}"#,
+        r#"{"type":"text","message":42}"#,
+    ];
+    for text in bad {
+        ws.send_text(text).await;
+        let err = ws.next_json().await;
+        assert_eq!(err["code"], "bad_frame", "{text} -> {err}");
+        assert!(err["error"].as_str().is_some_and(|s| !s.is_empty()));
+    }
+    ws.send(Message::binary(vec![1u8, 2, 3])).await;
+    assert_eq!(ws.next_json().await["code"], "bad_frame");
+    let event = post(&mut ws, "still here").await;
+    assert_eq!(event["seq"], 1);
+}
+
+#[tokio::test]
+async fn a_retried_client_id_yields_the_original_message_once() {
+    let app = spawn_app().await;
+    let rooms = app.fixture(1, 2).await;
+    let mut alice = app.connect(&rooms[0], 0).await;
+    let mut bob = app.connect(&rooms[0], 1).await;
+    alice
+        .send_json(json!({"type": "text", "message": "once", "clientId": "k-1"}))
+        .await;
+    let first = alice.next_json().await;
+    assert_eq!(first["clientId"], "k-1");
+    assert_eq!(bob.next_json().await, first);
+    // The retry comes from a new connection, as after a reconnect.
+    drop(alice);
+    let mut again = app.connect(&rooms[0], 0).await;
+    again
+        .send_json(json!({"type": "text", "message": "once", "clientId": "k-1"}))
+        .await;
+    assert_eq!(again.next_json().await, first);
+    bob.quiet_for(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn a_frame_over_the_size_limit_closes_with_1009() {
+    let app = spawn_app().await;
+    let rooms = app.fixture(1, 1).await;
+    let mut ws = app.connect(&rooms[0], 0).await;
+    ws.send_text(&format!(r#"{{"message":"{}"}}"#, "a".repeat(100 * 1024)))
+        .await;
+    assert_eq!(ws.closed().await, Some(1009));
+}
+
+#[tokio::test]
+async fn typing_is_relayed_but_not_stored() {
+    let app = spawn_app().await;
+    let rooms = app.fixture(1, 2).await;
+    let mut alice = app.connect(&rooms[0], 0).await;
+    let mut bob = app.connect(&rooms[0], 1).await;
+    alice.send_json(json!({"type": "typing"})).await;
+    let typing =
+        json!({"type": "chat_event", "action": "typing", "user": rooms[0].members[0].username});
+    assert_eq!(bob.next_json().await, typing);
+    assert_eq!(alice.next_json().await, typing);
+    assert_eq!(post(&mut alice, "after typing").await["seq"], 1);
+}

@@ -1,0 +1,220 @@
+//! `spawn_app()` and a small WebSocket client for the tests.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use roomcast_app::{CommonArgs, FixtureRoom, ServeArgs, Server};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a test waits for something that should happen at once.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A server on a random port with its own data directory.
+pub struct TestApp {
+    pub server: Option<Server>,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let dir = temp.path().to_path_buf();
+    let mut app = spawn_app_in(&dir, Default::default()).await;
+    app._temp = Some(temp);
+    app
+}
+
+/// Options that differ from the defaults in some tests.
+#[derive(Default, Clone)]
+pub struct Options {
+    pub drop_on_shutdown: bool,
+    pub max_connections: Option<usize>,
+}
+
+pub async fn spawn_app_in(dir: &Path, options: Options) -> TestApp {
+    let mut args = ServeArgs::with_data_dir(dir);
+    args.common.bind = SocketAddr::from(([127, 0, 0, 1], 0));
+    if options.drop_on_shutdown {
+        args.shutdown_mode = roomcast_app::cli::ShutdownModeArg::Drop;
+    }
+    if let Some(max) = options.max_connections {
+        args.max_connections = max;
+    }
+    let server = Server::start(&args).await.expect("server starts");
+    let addr = server.addr();
+    TestApp {
+        server: Some(server),
+        addr,
+        dir: dir.to_path_buf(),
+        _temp: None,
+    }
+}
+
+impl TestApp {
+    pub fn common(&self) -> CommonArgs {
+        let mut args = ServeArgs::with_data_dir(&self.dir).common;
+        args.bind = self.addr;
+        args
+    }
+
+    /// Seeds rooms with `roomcast fixture`'s own code and returns them.
+    pub async fn fixture(&self, rooms: usize, members: usize) -> Vec<FixtureRoom> {
+        roomcast_app::fixture(&self.common(), rooms, members)
+            .await
+            .expect("fixture")
+            .rooms
+    }
+
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn ws_url(&self, host: &str, slug: &str) -> String {
+        format!("ws://{}/ws/chat/{host}/{slug}", self.addr)
+    }
+
+    pub fn secret(&self) -> Vec<u8> {
+        std::fs::read_to_string(self.dir.join("jwt-secret"))
+            .expect("secret file")
+            .trim()
+            .as_bytes()
+            .to_vec()
+    }
+
+    /// Connects as a member with the seed's cookie and the server's origin.
+    pub async fn connect(&self, room: &FixtureRoom, member: usize) -> Ws {
+        self.connect_with(room, member, None).await
+    }
+
+    pub async fn connect_with(&self, room: &FixtureRoom, member: usize, since: Option<u64>) -> Ws {
+        let mut url = self.ws_url(&room.host, &room.slug);
+        if let Some(since) = since {
+            url.push_str(&format!("?since={since}"));
+        }
+        let token = &room.members[member].token;
+        Ws::connect(
+            &url,
+            &[
+                ("Cookie", &format!("JWT={token}")),
+                ("Origin", &self.origin()),
+            ],
+        )
+        .await
+        .expect("handshake accepted")
+    }
+
+    pub async fn shutdown(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await.expect("clean shutdown");
+        }
+    }
+}
+
+/// A refused handshake: its HTTP status and JSON body.
+#[derive(Debug)]
+pub struct Refusal {
+    pub status: u16,
+    pub body: Value,
+}
+
+pub struct Ws {
+    inner: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Ws {
+    pub async fn connect(url: &str, headers: &[(&str, &str)]) -> Result<Ws, Refusal> {
+        let mut request = url.into_client_request().expect("valid url");
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes())
+                    .expect("header name"),
+                HeaderValue::from_str(value).expect("header value"),
+            );
+        }
+        match tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(request)).await {
+            Err(_) => panic!("handshake timed out"),
+            Ok(Ok((inner, _))) => Ok(Ws { inner }),
+            Ok(Err(WsError::Http(response))) => {
+                let status = response.status().as_u16();
+                let body = response
+                    .body()
+                    .as_ref()
+                    .and_then(|b| serde_json::from_slice(b).ok())
+                    .unwrap_or(Value::Null);
+                Err(Refusal { status, body })
+            }
+            Ok(Err(e)) => panic!("handshake failed: {e}"),
+        }
+    }
+
+    pub async fn send_json(&mut self, value: Value) {
+        self.send_text(&value.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.inner.send(Message::text(text)).await.expect("send");
+    }
+
+    pub async fn send(&mut self, message: Message) {
+        self.inner.send(message).await.expect("send");
+    }
+
+    /// The next text frame as JSON; panics on close, error or timeout.
+    pub async fn next_json(&mut self) -> Value {
+        loop {
+            let next = tokio::time::timeout(PATIENCE, self.inner.next()).await;
+            match next {
+                Err(_) => panic!("no frame within {PATIENCE:?}"),
+                Ok(None) => panic!("socket ended"),
+                Ok(Some(Err(e))) => panic!("socket failed: {e}"),
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    return serde_json::from_str(t.as_str()).expect("server frames are JSON");
+                }
+                Ok(Some(Ok(Message::Close(c)))) => panic!("socket closed: {c:?}"),
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+
+    /// Frames until the close frame; returns its code, or `None` when the
+    /// connection ended without one. Panics if it stays open.
+    pub async fn closed(&mut self) -> Option<u16> {
+        loop {
+            match tokio::time::timeout(PATIENCE, self.inner.next()).await {
+                Err(_) => panic!("still open after {PATIENCE:?}"),
+                Ok(None) | Ok(Some(Err(_))) => return None,
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    return frame.map(|f: CloseFrame| u16::from(f.code));
+                }
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+
+    /// Asserts no frame arrives for a little while.
+    pub async fn quiet_for(&mut self, wait: Duration) {
+        if let Ok(Some(m)) = tokio::time::timeout(wait, self.inner.next()).await {
+            panic!("expected silence, got {m:?}");
+        }
+    }
+}
+
+/// Posts a text frame and returns the `new` event the sender gets back.
+pub async fn post(ws: &mut Ws, body: &str) -> Value {
+    ws.send_json(
+        serde_json::json!({"type": "text", "message": body, "timestamp": "2024-01-01T00:00:00Z"}),
+    )
+    .await;
+    let event = ws.next_json().await;
+    assert_eq!(event["action"], "new", "{event}");
+    event
+}
