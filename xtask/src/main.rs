@@ -1,1 +1,53 @@
-fn main() {}
+//! Roomcast's automation: `cargo xtask <task>`. Everything CI and
+//! developers run lives here, in Rust, instead of shell scripts.
+//!
+//! - `cargo xtask ci`: format check, clippy with warnings denied, all tests.
+//!   This is what `.ci/run` and the README's test command call.
+//! - `cargo xtask bench ...`: benchmarks (never timed tests); see `bench/`.
+
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, bail};
+
+mod bench;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("bench") => bench::run(&args[1..]),
+        _ => {
+            eprintln!("usage: cargo xtask <ci | bench ...>");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The checks a change must pass to land.
+fn ci() -> anyhow::Result<()> {
+    cargo(&["fmt", "--all", "--", "--check"])?;
+    cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    cargo(&["test", "--workspace", "--all-targets"])?;
+    Ok(())
+}
+
+/// Runs cargo with the same toolchain that runs us.
+pub(crate) fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("$ cargo {}", args.join(" "));
+    let status = Command::new(&cargo)
+        .args(args)
+        .status()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
