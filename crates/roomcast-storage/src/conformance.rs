@@ -12,7 +12,10 @@ use roomcast_domain::{
     ClientId, EventKind, MessageBody, MessageId, RoomId, RoomSlug, User, UserId, Username,
 };
 
-use crate::{NewMessage, NewRoom, NewUser, RoomSeed, Storage, StorageError};
+use crate::{
+    NewMessage, NewRefreshToken, NewRoom, NewUser, RefreshRefusal, RoomSeed, Storage, StorageError,
+};
+use roomcast_domain::Timestamp;
 
 /// Generates one test per conformance check for a backend factory.
 #[macro_export]
@@ -31,6 +34,8 @@ macro_rules! conformance_tests {
             concurrent_posts_get_every_seq_exactly_once,
             history_pages_backwards_oldest_first,
             seeding_adds_and_never_breaks,
+            logins_find_users_by_username_or_email,
+            refresh_tokens_rotate_once_and_replays_revoke_the_family,
         );
     };
     (@each $factory:expr; $($check:ident),* $(,)?) => {
@@ -517,4 +522,64 @@ pub async fn seeding_adds_and_never_breaks(store: Storage) {
         .flat_map(|r| r.members.iter().map(|m| m.id))
         .collect();
     assert_eq!(ids.len(), 9);
+}
+
+pub async fn logins_find_users_by_username_or_email(store: Storage) {
+    let alice = store
+        .create_user(NewUser {
+            username: name("alice"),
+            name: "Alice".into(),
+            email: Some("Alice@Example.com".into()),
+            password_hash: Some("$argon2id$fake".into()),
+        })
+        .await
+        .expect("create");
+    for login in ["alice", "alice@example.com", "ALICE@EXAMPLE.COM"] {
+        let found = store.credentials(login).await.expect("lookup").expect("found");
+        assert_eq!(found.user, alice, "{login}");
+        assert_eq!(found.password_hash.as_deref(), Some("$argon2id$fake"));
+    }
+    assert!(store.credentials("bob").await.expect("lookup").is_none());
+}
+
+pub async fn refresh_tokens_rotate_once_and_replays_revoke_the_family(store: Storage) {
+    let alice = user(&store, "alice").await;
+    let later = Timestamp::from_unix_micros(Timestamp::now().unix_micros() + 3_600_000_000).expect("ts");
+    let token = |hash: &str| NewRefreshToken {
+        token_hash: hash.to_owned(),
+        user_id: alice.id,
+        family: uuid::Uuid::nil(),
+        expires: later,
+    };
+    let family = uuid::Uuid::now_v7();
+    store
+        .insert_refresh_token(NewRefreshToken { family, ..token("t1") })
+        .await
+        .expect("insert");
+    assert_eq!(store.refresh_token_family("t1").await.expect("family"), Some((alice.id, family)));
+    assert_eq!(store.rotate_refresh_token("t1", token("t2")).await.expect("rotate"), Ok(alice.id));
+    assert_eq!(
+        store.refresh_token_family("t2").await.expect("family"),
+        Some((alice.id, family)),
+        "rotation keeps the family"
+    );
+    // t1 again: a replay. Refused, and t2 dies with it.
+    assert_eq!(
+        store.rotate_refresh_token("t1", token("t3")).await.expect("rotate"),
+        Err(RefreshRefusal::Reused)
+    );
+    assert_eq!(store.refresh_token_family("t2").await.expect("family"), None);
+    assert_eq!(
+        store.rotate_refresh_token("t2", token("t4")).await.expect("rotate"),
+        Err(RefreshRefusal::Reused)
+    );
+    assert_eq!(
+        store.rotate_refresh_token("never", token("t5")).await.expect("rotate"),
+        Err(RefreshRefusal::Unknown)
+    );
+    // Logout revokes a family.
+    let other = uuid::Uuid::now_v7();
+    store.insert_refresh_token(NewRefreshToken { family: other, ..token("o1") }).await.expect("insert");
+    store.revoke_refresh_family(other).await.expect("revoke");
+    assert_eq!(store.refresh_token_family("o1").await.expect("family"), None);
 }

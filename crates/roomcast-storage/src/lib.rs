@@ -15,6 +15,7 @@
 //!   a [`StorageError`] variant.
 
 pub mod conformance;
+mod credentials;
 mod error;
 mod model;
 mod repository;
@@ -22,9 +23,12 @@ pub mod sqlite;
 
 use std::sync::Arc;
 
+pub use credentials::{Credentials, NewRefreshToken, RefreshRefusal};
 pub use error::StorageError;
 pub use model::{NewMessage, NewRoom, NewUser, Posted, RoomSeed, SeededRoom};
-pub use repository::{MessageRepository, RoomRepository, Store, UserRepository};
+pub use repository::{
+    CredentialRepository, MessageRepository, RoomRepository, Store, UserRepository,
+};
 pub use sqlite::SqliteStore;
 
 /// The handle the rest of the server holds.

@@ -6,7 +6,10 @@ use roomcast_domain::{
     Event, Message, MessageBody, MessageId, Room, RoomId, RoomSlug, Seq, User, UserId, Username,
 };
 
-use crate::{NewMessage, NewRoom, NewUser, Posted, RoomSeed, SeededRoom, StorageError};
+use crate::{
+    Credentials, NewMessage, NewRefreshToken, NewRoom, NewUser, Posted, RefreshRefusal, RoomSeed,
+    SeededRoom, StorageError,
+};
 
 type Result<T> = std::result::Result<T, StorageError>;
 
@@ -75,9 +78,32 @@ pub trait MessageRepository: Send + Sync {
     ) -> Result<Vec<Message>>;
 }
 
+/// Passwords and refresh tokens.
+#[async_trait]
+pub trait CredentialRepository: Send + Sync {
+    /// The user whose username is `login`, or whose email is `login`
+    /// (case-insensitively), with their password hash.
+    async fn credentials(&self, login: &str) -> Result<Option<Credentials>>;
+    async fn insert_refresh_token(&self, token: NewRefreshToken) -> Result<()>;
+    /// Atomically marks `old_hash` used and stores `new` in its family.
+    /// A used token presented again revokes the whole family. Returns the
+    /// token's user.
+    async fn rotate_refresh_token(
+        &self,
+        old_hash: &str,
+        new: NewRefreshToken,
+    ) -> Result<std::result::Result<UserId, RefreshRefusal>>;
+    /// The user and family of a live (unused, unexpired) token.
+    async fn refresh_token_family(&self, hash: &str) -> Result<Option<(UserId, uuid::Uuid)>>;
+    /// Marks every token of the family used (logout).
+    async fn revoke_refresh_family(&self, family: uuid::Uuid) -> Result<()>;
+}
+
 /// A whole backend: what the server holds as `Arc<dyn Store>`.
 #[async_trait]
-pub trait Store: UserRepository + RoomRepository + MessageRepository + std::fmt::Debug {
+pub trait Store:
+    UserRepository + RoomRepository + MessageRepository + CredentialRepository + std::fmt::Debug
+{
     /// A cheap round trip to the database, for readiness checks.
     async fn health(&self) -> Result<()>;
     /// The backend's name for logs (`sqlite`, `postgres`).

@@ -6,6 +6,7 @@
 //! (accounts, rooms, participants) use the pool, and SQLite's busy timeout
 //! orders them with the writer.
 
+mod credentials;
 mod rows;
 mod writer;
 
@@ -38,7 +39,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The SQLite backend.
 #[derive(Debug)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
     writer: Writer,
 }
 
@@ -90,7 +91,7 @@ impl SqliteStore {
 
 /// Maps a database error to a storage error: unique violations are
 /// conflicts, everything else means the database failed us.
-fn db(e: sqlx::Error) -> StorageError {
+pub(super) fn db(e: sqlx::Error) -> StorageError {
     if let Some(d) = e.as_database_error()
         && d.is_unique_violation()
     {
@@ -108,7 +109,7 @@ fn db(e: sqlx::Error) -> StorageError {
     StorageError::unavailable(e)
 }
 
-fn now_micros() -> i64 {
+pub(super) fn now_micros() -> i64 {
     Timestamp::now().unix_micros()
 }
 
