@@ -6,5 +6,6 @@ mod harness;
 
 mod chat;
 mod handshake;
+mod http_api;
 mod lifecycle;
 mod resume;

@@ -60,6 +60,12 @@ pub struct ServeArgs {
     /// without a frame, so seed clients reconnect).
     #[arg(long, env = "ROOMCAST_SHUTDOWN_MODE", value_enum, default_value_t = ShutdownModeArg::Frame)]
     pub shutdown_mode: ShutdownModeArg,
+    /// Lifetime of access tokens issued by login and refresh, in seconds.
+    #[arg(long, env = "ROOMCAST_ACCESS_TOKEN_TTL", default_value_t = 600)]
+    pub access_token_ttl: u64,
+    /// Mark the `JWT` cookie `Secure` (serve behind HTTPS).
+    #[arg(long, env = "ROOMCAST_SECURE_COOKIES")]
+    pub secure_cookies: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -94,6 +100,8 @@ impl ServeArgs {
             allowed_origins: Vec::new(),
             max_connections: 100_000,
             shutdown_mode: ShutdownModeArg::Frame,
+            access_token_ttl: 600,
+            secure_cookies: false,
         }
     }
 }

@@ -1,6 +1,9 @@
 //! Starting and stopping a Roomcast node from its settings.
 
 use std::net::SocketAddr;
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use anyhow::Context;
 use roomcast_broadcast::HubConfig;
@@ -69,6 +72,8 @@ impl Server {
                 ShutdownModeArg::Frame => ShutdownMode::Frame,
                 ShutdownModeArg::Drop => ShutdownMode::Drop,
             },
+            access_token_ttl: std::time::Duration::from_secs(args.access_token_ttl.max(1)),
+            secure_cookies: args.secure_cookies,
             ..TransportConfig::default()
         };
         tracing::info!(
@@ -78,6 +83,9 @@ impl Server {
             "starting"
         );
         let state = AppState::new(storage, hub, JwtKeys::new(&secret), config);
+        if let Some(handle) = prometheus() {
+            state.set_metrics(handle);
+        }
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(roomcast_transport::serve(
             listener,
@@ -117,6 +125,22 @@ impl Server {
             .context("server task panicked")?
             .context("server failed")
     }
+}
+
+/// The process's Prometheus recorder, installed on first use. The
+/// `metrics` facade is process-wide by design, so every node started in one
+/// process (tests) shares it; `None` if another recorder was installed.
+fn prometheus() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics recorder not installed; /metrics will be empty");
+                None
+            }
+        })
+        .clone()
 }
 
 /// The origins allowed to open sockets: as configured, or the server's own.

@@ -1,7 +1,7 @@
 //! The stored things: users, rooms and messages, as the rest of the server
 //! handles them (wire shapes live in [`crate::wire`]).
 
-use crate::{ClientId, MessageId, RoomId, RoomSlug, Timestamp, UserId, Username};
+use crate::{ClientId, MessageId, RoomId, RoomSlug, Seq, Timestamp, UserId, Username};
 
 /// A user account. Passwords and tokens are not part of it on purpose.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,4 +41,6 @@ pub struct Message {
     pub updated: Timestamp,
     pub edited: bool,
     pub client_id: Option<ClientId>,
+    /// The seq of the message's `new` event: its place in the room's order.
+    pub seq: Seq,
 }

@@ -535,7 +535,11 @@ pub async fn logins_find_users_by_username_or_email(store: Storage) {
         .await
         .expect("create");
     for login in ["alice", "alice@example.com", "ALICE@EXAMPLE.COM"] {
-        let found = store.credentials(login).await.expect("lookup").expect("found");
+        let found = store
+            .credentials(login)
+            .await
+            .expect("lookup")
+            .expect("found");
         assert_eq!(found.user, alice, "{login}");
         assert_eq!(found.password_hash.as_deref(), Some("$argon2id$fake"));
     }
@@ -544,7 +548,8 @@ pub async fn logins_find_users_by_username_or_email(store: Storage) {
 
 pub async fn refresh_tokens_rotate_once_and_replays_revoke_the_family(store: Storage) {
     let alice = user(&store, "alice").await;
-    let later = Timestamp::from_unix_micros(Timestamp::now().unix_micros() + 3_600_000_000).expect("ts");
+    let later =
+        Timestamp::from_unix_micros(Timestamp::now().unix_micros() + 3_600_000_000).expect("ts");
     let token = |hash: &str| NewRefreshToken {
         token_hash: hash.to_owned(),
         user_id: alice.id,
@@ -553,11 +558,23 @@ pub async fn refresh_tokens_rotate_once_and_replays_revoke_the_family(store: Sto
     };
     let family = uuid::Uuid::now_v7();
     store
-        .insert_refresh_token(NewRefreshToken { family, ..token("t1") })
+        .insert_refresh_token(NewRefreshToken {
+            family,
+            ..token("t1")
+        })
         .await
         .expect("insert");
-    assert_eq!(store.refresh_token_family("t1").await.expect("family"), Some((alice.id, family)));
-    assert_eq!(store.rotate_refresh_token("t1", token("t2")).await.expect("rotate"), Ok(alice.id));
+    assert_eq!(
+        store.refresh_token_family("t1").await.expect("family"),
+        Some((alice.id, family))
+    );
+    assert_eq!(
+        store
+            .rotate_refresh_token("t1", token("t2"))
+            .await
+            .expect("rotate"),
+        Ok(alice.id)
+    );
     assert_eq!(
         store.refresh_token_family("t2").await.expect("family"),
         Some((alice.id, family)),
@@ -565,21 +582,42 @@ pub async fn refresh_tokens_rotate_once_and_replays_revoke_the_family(store: Sto
     );
     // t1 again: a replay. Refused, and t2 dies with it.
     assert_eq!(
-        store.rotate_refresh_token("t1", token("t3")).await.expect("rotate"),
-        Err(RefreshRefusal::Reused)
-    );
-    assert_eq!(store.refresh_token_family("t2").await.expect("family"), None);
-    assert_eq!(
-        store.rotate_refresh_token("t2", token("t4")).await.expect("rotate"),
+        store
+            .rotate_refresh_token("t1", token("t3"))
+            .await
+            .expect("rotate"),
         Err(RefreshRefusal::Reused)
     );
     assert_eq!(
-        store.rotate_refresh_token("never", token("t5")).await.expect("rotate"),
+        store.refresh_token_family("t2").await.expect("family"),
+        None
+    );
+    assert_eq!(
+        store
+            .rotate_refresh_token("t2", token("t4"))
+            .await
+            .expect("rotate"),
+        Err(RefreshRefusal::Reused)
+    );
+    assert_eq!(
+        store
+            .rotate_refresh_token("never", token("t5"))
+            .await
+            .expect("rotate"),
         Err(RefreshRefusal::Unknown)
     );
     // Logout revokes a family.
     let other = uuid::Uuid::now_v7();
-    store.insert_refresh_token(NewRefreshToken { family: other, ..token("o1") }).await.expect("insert");
+    store
+        .insert_refresh_token(NewRefreshToken {
+            family: other,
+            ..token("o1")
+        })
+        .await
+        .expect("insert");
     store.revoke_refresh_family(other).await.expect("revoke");
-    assert_eq!(store.refresh_token_family("o1").await.expect("family"), None);
+    assert_eq!(
+        store.refresh_token_family("o1").await.expect("family"),
+        None
+    );
 }

@@ -18,6 +18,10 @@ pub struct Claims {
     /// Expiry, seconds since the Unix epoch.
     pub exp: i64,
     pub iat: i64,
+    /// The login session (refresh-token family) this token belongs to;
+    /// absent for tokens minted outside a login (fixtures).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 /// Why a token was refused. Clients only ever see "unauthorized".
@@ -63,12 +67,23 @@ impl JwtKeys {
 
     /// Signs an access token for `user`, valid for `ttl`.
     pub fn sign(&self, user: &User, ttl: time::Duration) -> Result<String, AuthError> {
+        self.sign_session(user, ttl, None)
+    }
+
+    /// Signs an access token that names its login session.
+    pub fn sign_session(
+        &self,
+        user: &User,
+        ttl: time::Duration,
+        session: Option<uuid::Uuid>,
+    ) -> Result<String, AuthError> {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let claims = Claims {
             sub: user.id.to_string(),
             username: user.username.to_string(),
             exp: now + ttl.whole_seconds(),
             iat: now,
+            sid: session.map(|s| s.to_string()),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(AuthError::Invalid)

@@ -58,6 +58,15 @@ pub struct TransportConfig {
     pub shutdown_mode: ShutdownMode,
     /// How long shutdown waits for sockets to close before giving up.
     pub shutdown_grace: Duration,
+    /// Lifetime of an access token from login or refresh (the seed's
+    /// settings use 10 minutes).
+    pub access_token_ttl: Duration,
+    /// Lifetime of a refresh token.
+    pub refresh_token_ttl: Duration,
+    /// Mark the `JWT` cookie `Secure` (behind HTTPS).
+    pub secure_cookies: bool,
+    /// Largest HTTP request body accepted (413 beyond).
+    pub max_body_bytes: usize,
 }
 
 impl Default for TransportConfig {
@@ -71,6 +80,10 @@ impl Default for TransportConfig {
             write_timeout: Duration::from_secs(10),
             shutdown_mode: ShutdownMode::Frame,
             shutdown_grace: Duration::from_secs(10),
+            access_token_ttl: Duration::from_secs(10 * 60),
+            refresh_token_ttl: Duration::from_secs(7 * 24 * 3600),
+            secure_cookies: false,
+            max_body_bytes: 64 * 1024,
         }
     }
 }

@@ -17,13 +17,13 @@ use futures_util::{SinkExt, StreamExt};
 use roomcast_broadcast::{Envelope, RoomFeed};
 use roomcast_domain::wire::{ChatEvent, ClientFrame, ErrorCode, ErrorFrame, ServerFrame};
 use roomcast_domain::{Event, Room, Seq, User};
-use roomcast_storage::{NewMessage, StorageError};
+use roomcast_storage::StorageError;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
 use crate::backfill::encode_event;
 use crate::state::ConnectionSlot;
-use crate::{AppState, ShutdownMode};
+use crate::{AppState, ShutdownMode, chat, metrics};
 
 /// Who is connected where, decided by the handshake.
 #[derive(Debug)]
@@ -87,6 +87,7 @@ pub(crate) async fn run(app: AppState, socket: WebSocket, session: Session) {
         }
     };
     tracing::debug!(user = %user.username, room = %room.id, "socket open");
+    metrics::connection_opened();
     let (out_tx, out_rx) = mpsc::channel(32);
     let reader = read_loop(&app, &user, &room, stream, out_tx);
     let writer = write_loop(&app, &user, &room, since, expires, feed, out_rx, sink);
@@ -96,6 +97,7 @@ pub(crate) async fn run(app: AppState, socket: WebSocket, session: Session) {
         never = reader_then_wait(reader) => match never {},
     };
     app.hub().leave(feed).await;
+    metrics::connection_closed();
     tracing::debug!(user = %user.username, room = %room.id, "socket closed");
 }
 
@@ -160,52 +162,31 @@ async fn handle_text(app: &AppState, user: &User, room: &Room, text: &str) -> Op
             ));
         }
     };
-    let storage = app.storage();
-    match frame {
+    let refused = match frame {
         ClientFrame::Text { body, client_id } => {
             let cid = client_id.as_ref().map(|c| c.as_str().to_owned());
-            let new = NewMessage {
-                room_id: room.id,
-                author: user.clone(),
-                body,
-                client_id,
-            };
-            match storage.post_message(new).await {
-                Ok(posted) if posted.duplicate => {
-                    // Broadcast when first stored; the retrying sender gets
-                    // the original event again, nobody else sees it twice.
-                    Some(utf8(encode_frame(&posted.event)))
-                }
-                Ok(posted) => {
-                    publish(app, room, &posted.event).await;
-                    None
-                }
-                Err(e) => Some(error_frame(storage_error(e, "post").with_client_id(cid))),
+            match chat::post(app, user, room, body, client_id).await {
+                // Broadcast when first stored; the retrying sender gets the
+                // original event again, nobody else sees it twice.
+                Ok(posted) if posted.duplicate => return Some(utf8(encode_frame(&posted.event))),
+                Ok(_) => return None,
+                Err(e) => storage_error(e, "post").with_client_id(cid),
             }
         }
-        ClientFrame::Update { id, body } => {
-            match storage.edit_message(room.id, user.id, id, body).await {
-                Ok(event) => {
-                    publish(app, room, &event).await;
-                    None
-                }
-                Err(StorageError::Forbidden) => Some(error_frame(ErrorFrame::new(
-                    ErrorCode::Forbidden,
-                    "You can only edit your own messages.",
-                ))),
-                Err(e) => Some(error_frame(storage_error(e, "edit"))),
+        ClientFrame::Update { id, body } => match chat::edit(app, user, room, id, body).await {
+            Ok(_) => return None,
+            Err(StorageError::Forbidden) => {
+                ErrorFrame::new(ErrorCode::Forbidden, "You can only edit your own messages.")
             }
-        }
-        ClientFrame::Delete { id } => match storage.delete_message(room.id, user.id, id).await {
-            Ok(event) => {
-                publish(app, room, &event).await;
-                None
-            }
-            Err(StorageError::Forbidden) => Some(error_frame(ErrorFrame::new(
+            Err(e) => storage_error(e, "edit"),
+        },
+        ClientFrame::Delete { id } => match chat::delete(app, user, room, id).await {
+            Ok(_) => return None,
+            Err(StorageError::Forbidden) => ErrorFrame::new(
                 ErrorCode::Forbidden,
                 "You can only delete your own messages.",
-            ))),
-            Err(e) => Some(error_frame(storage_error(e, "delete"))),
+            ),
+            Err(e) => storage_error(e, "delete"),
         },
         ClientFrame::Typing => {
             let frame = ServerFrame::Event(ChatEvent::Typing {
@@ -217,24 +198,16 @@ async fn handle_text(app: &AppState, user: &User, room: &Room, text: &str) -> Op
             if let Err(e) = app.hub().publish(room.id, envelope).await {
                 tracing::debug!(error = %e, "typing not relayed to other nodes");
             }
-            None
+            return None;
         }
-    }
+    };
+    Some(error_frame(refused))
 }
 
 fn encode_frame(event: &Event) -> Bytes {
     match encode_event(event) {
         Envelope::Event { frame, .. } => frame,
         _ => Bytes::new(),
-    }
-}
-
-/// Broadcasts a stored event. A layer failure is logged, not reported to
-/// the sender: the event is stored and this node's sockets have it; other
-/// nodes fill the gap from storage when their next event arrives.
-async fn publish(app: &AppState, room: &Room, event: &Event) {
-    if let Err(e) = app.hub().publish(room.id, encode_event(event)).await {
-        tracing::warn!(error = %e, room = %room.id, seq = event.seq, "publish to other nodes failed");
     }
 }
 
@@ -253,6 +226,9 @@ fn storage_error(e: StorageError, what: &str) -> ErrorFrame {
 }
 
 fn error_frame(frame: ErrorFrame) -> Utf8Bytes {
+    if let Some(code) = frame.code {
+        metrics::send_error(code.as_str());
+    }
     Utf8Bytes::from(frame.to_json())
 }
 
@@ -437,6 +413,7 @@ impl Writer<'_> {
                 }
                 self.push(utf8(frame)).await?;
                 self.last = seq;
+                metrics::events_delivered(1);
                 Ok(())
             }
             Ok(Envelope::Ephemeral { frame }) => self.push(utf8(frame)).await,
@@ -446,6 +423,7 @@ impl Writer<'_> {
             Ok(Envelope::Evict { .. }) => Ok(()),
             Err(RecvError::Lagged(missed)) => {
                 tracing::info!(missed, user = %user.username, "slow consumer closed");
+                metrics::slow_consumer_closed();
                 Err(End::Close(
                     close::TRY_AGAIN,
                     "Too slow; reconnect with since.",

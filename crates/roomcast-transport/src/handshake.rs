@@ -28,6 +28,7 @@ pub(crate) async fn ws_chat(
     match admit(&app, &host, &slug, &query, &headers).await {
         Err(refusal) => {
             tracing::debug!(status = %refusal.status, code = refusal.code, %host, %slug, "handshake refused");
+            crate::metrics::handshake_refused(refusal_reason(&refusal));
             refusal.into_response()
         }
         Ok((user, room, since)) => {
@@ -43,6 +44,7 @@ pub(crate) async fn ws_chat(
                 }
             };
             let Some(slot) = app.try_connect() else {
+                crate::metrics::handshake_refused("overloaded");
                 return ApiError::unavailable("The server is at its connection limit.")
                     .into_response();
             };
@@ -119,3 +121,25 @@ fn expiry_of(app: &AppState, headers: &HeaderMap) -> Option<time::OffsetDateTime
     let (_, claims) = app.keys().verify(&token).ok()?;
     time::OffsetDateTime::from_unix_timestamp(claims.exp).ok()
 }
+
+/// A low-cardinality label for the refusal metric.
+fn refusal_reason(refusal: &ApiError) -> &'static str {
+    match refusal.status.as_u16() {
+        401 => "unauthorized",
+        403 if refusal.message.starts_with("Origin") => "origin",
+        403 => "not_participant",
+        404 => "room_not_found",
+        400 => "bad_request",
+        _ => "unavailable",
+    }
+}
+
+/// The WebSocket endpoint, for the OpenAPI document (the frames are in
+/// PROTOCOL.md).
+#[utoipa::path(get, path = "/ws/chat/{host}/{slug}", tag = "websocket",
+    params(("host" = String, Path), ("slug" = String, Path), ("since" = Option<u64>, Query, description = "resume after this seq")),
+    responses((status = 101, description = "Upgraded to WebSocket"), (status = 401, body = crate::api::dto::ErrorBody),
+        (status = 403, body = crate::api::dto::ErrorBody), (status = 404, body = crate::api::dto::ErrorBody),
+        (status = 503, body = crate::api::dto::ErrorBody)))]
+#[allow(dead_code)]
+pub(crate) async fn ws_chat_doc() {}

@@ -9,11 +9,14 @@ use serde_json::json;
 use crate::AppState;
 
 /// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Alive")))]
 pub(crate) async fn healthz() -> Response {
     Json(json!({ "status": "ok" })).into_response()
 }
 
 /// Storage and the channel layer answer: this node can serve.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "Ready"), (status = 503, description = "Storage or channel layer down", body = crate::api::dto::ErrorBody)))]
 pub(crate) async fn readyz(State(app): State<AppState>) -> Response {
     let storage = app.storage().health().await;
     let layer = app.hub().layer().health().await;
@@ -32,4 +35,58 @@ pub(crate) async fn readyz(State(app): State<AppState>) -> Response {
         let body = json!({ "error": problems.join(", "), "code": "unavailable" });
         (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
     }
+}
+
+/// Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text", content_type = "text/plain")))]
+pub(crate) async fn metrics(State(app): State<AppState>) -> Response {
+    let text = app.metrics_handle().map(|h| h.render()).unwrap_or_default();
+    let gauges = format!(
+        "# TYPE roomcast_rooms_local gauge\nroomcast_rooms_local {}\n",
+        app.hub().local_rooms()
+    );
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        format!("{text}{gauges}"),
+    )
+        .into_response()
+}
+
+/// Records every HTTP request's latency by route template.
+pub(crate) async fn track(
+    matched: Option<axum::extract::MatchedPath>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let method = request.method().clone();
+    let route = matched
+        .as_ref()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    crate::metrics::http_request(
+        method.as_str(),
+        &route,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+/// Unknown paths, in the API's error shape.
+pub(crate) async fn not_found() -> Response {
+    crate::ApiError::not_found("No such endpoint.").into_response()
+}
+
+pub(crate) async fn method_not_allowed() -> Response {
+    crate::ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "Method not allowed.",
+    )
+    .into_response()
 }

@@ -11,13 +11,17 @@
 //! a refused handshake is a plain HTTP status with a JSON body, never an
 //! accepted-then-closed socket; internal error text never reaches a client.
 
+mod api;
 mod auth;
 mod backfill;
+mod chat;
 mod config;
 mod consumer;
 mod error;
 mod handshake;
 mod http;
+mod metrics;
+mod password;
 mod server;
 mod state;
 

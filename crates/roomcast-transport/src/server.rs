@@ -8,14 +8,23 @@ use axum::routing::get;
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
-use crate::{AppState, handshake, http};
+use axum::extract::DefaultBodyLimit;
+
+use crate::{AppState, api, handshake, http};
 
 /// Every route of the server.
 pub fn router(state: AppState) -> Router {
+    let body_limit = state.config().max_body_bytes;
     Router::new()
         .route("/ws/chat/{host}/{slug}", get(handshake::ws_chat))
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
+        .route("/metrics", get(http::metrics))
+        .merge(api::routes())
+        .fallback(http::not_found)
+        .method_not_allowed_fallback(http::method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(http::track))
         .with_state(state)
 }
 

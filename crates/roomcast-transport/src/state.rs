@@ -1,8 +1,9 @@
 //! What every handler shares.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
+use metrics_exporter_prometheus::PrometheusHandle;
 use roomcast_broadcast::Hub;
 use roomcast_storage::Storage;
 use tokio_util::sync::CancellationToken;
@@ -28,6 +29,8 @@ struct Inner {
     shutdown: CancellationToken,
     /// Every socket task, so shutdown can wait for them to finish.
     sockets: TaskTracker,
+    /// Renders `/metrics`, when the embedder installed a recorder.
+    metrics: OnceLock<PrometheusHandle>,
 }
 
 impl AppState {
@@ -41,8 +44,19 @@ impl AppState {
                 connections: AtomicUsize::new(0),
                 shutdown: CancellationToken::new(),
                 sockets: TaskTracker::new(),
+                metrics: OnceLock::new(),
             }),
         }
+    }
+
+    /// Serves `/metrics` from this Prometheus recorder's handle (the first
+    /// one given wins).
+    pub fn set_metrics(&self, handle: PrometheusHandle) {
+        let _ = self.inner.metrics.set(handle);
+    }
+
+    pub(crate) fn metrics_handle(&self) -> Option<&PrometheusHandle> {
+        self.inner.metrics.get()
     }
 
     pub fn storage(&self) -> &Storage {

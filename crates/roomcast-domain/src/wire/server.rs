@@ -167,16 +167,8 @@ impl ServerFrame {
         let seq = event.seq;
         let msg = match &event.kind {
             EventKind::New(m) => ChatMessage::New(NewFrame {
-                id: m.id,
-                user: m.username.clone(),
-                user_id: m.user_id,
-                body: m.body.clone(),
-                created: m.created,
-                edited: m.edited,
-                updated: m.updated,
-                user_avatar: m.user_avatar.clone(),
                 seq,
-                client_id: m.client_id.as_ref().map(|c| c.as_str().to_owned()),
+                ..NewFrame::from_message(m)
             }),
             EventKind::Update {
                 id,
@@ -210,6 +202,24 @@ impl ServerFrame {
     }
 }
 
+impl NewFrame {
+    /// A message as the seed serializes it, at its `new` event's seq.
+    pub fn from_message(m: &crate::Message) -> Self {
+        NewFrame {
+            id: m.id,
+            user: m.username.clone(),
+            user_id: m.user_id,
+            body: m.body.clone(),
+            created: m.created,
+            edited: m.edited,
+            updated: m.updated,
+            user_avatar: m.user_avatar.clone(),
+            seq: m.seq,
+            client_id: m.client_id.as_ref().map(|c| c.as_str().to_owned()),
+        }
+    }
+}
+
 impl ErrorFrame {
     pub fn to_json(&self) -> String {
         to_json(self)
@@ -239,6 +249,7 @@ mod tests {
             updated: Timestamp::parse("2024-05-01T12:00:00Z").expect("ts"),
             edited: false,
             client_id: None,
+            seq: 1,
         }
     }
 

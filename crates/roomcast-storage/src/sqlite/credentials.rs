@@ -6,7 +6,7 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use super::{SqliteStore, db, now_micros, rows};
-use crate::{Credentials, CredentialRepository, NewRefreshToken, RefreshRefusal, StorageError};
+use crate::{CredentialRepository, Credentials, NewRefreshToken, RefreshRefusal, StorageError};
 
 type Result<T> = std::result::Result<T, StorageError>;
 
@@ -24,7 +24,9 @@ impl CredentialRepository for SqliteStore {
         row.map(|r| {
             Ok(Credentials {
                 user: rows::user(&r)?,
-                password_hash: r.try_get("password_hash").map_err(|e| StorageError::Corrupt(e.to_string()))?,
+                password_hash: r
+                    .try_get("password_hash")
+                    .map_err(|e| StorageError::Corrupt(e.to_string()))?,
             })
         })
         .transpose()

@@ -25,7 +25,7 @@ pub(crate) const ROOM_COLUMNS: &str = "r.id, h.username AS host, r.slug, r.name,
 
 /// Columns [`message`] reads, from `messages m JOIN users u`.
 pub(crate) const MESSAGE_COLUMNS: &str = "m.id, m.room_id, m.user_id, u.username, u.avatar, \
-     m.body, m.created_at, m.updated_at, m.edited, m.client_id";
+     m.body, m.created_at, m.updated_at, m.edited, m.client_id, m.seq";
 
 fn corrupt(e: impl std::fmt::Display) -> StorageError {
     StorageError::Corrupt(e.to_string())
@@ -87,6 +87,7 @@ pub(crate) fn message(row: &SqliteRow) -> Result<Message, StorageError> {
         updated: ts(row, "updated_at")?,
         edited: get::<bool>(row, "edited")?,
         client_id: client_id(row, "client_id")?,
+        seq: get::<i64>(row, "seq")?.max(0) as u64,
     })
 }
 
@@ -106,6 +107,7 @@ pub(crate) fn event(row: &SqliteRow) -> Result<Event, StorageError> {
             updated: ts(row, "updated_at")?,
             edited: get::<bool>(row, "edited")?,
             client_id: client_id(row, "client_id")?,
+            seq,
         }),
         ACTION_UPDATE => EventKind::Update {
             id,

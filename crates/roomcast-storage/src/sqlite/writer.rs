@@ -229,6 +229,7 @@ async fn post(conn: &mut SqliteConnection, new: &NewMessage) -> Step<Posted> {
         updated: now,
         edited: false,
         client_id: new.client_id.clone(),
+        seq,
     };
     let event = Event {
         room_id: new.room_id,

@@ -1,0 +1,262 @@
+//! Sign-up, login, token refresh and logout.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::header::SET_COOKIE;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use rand::RngCore;
+use roomcast_domain::{Timestamp, User, Username};
+use roomcast_storage::{NewRefreshToken, NewUser, RefreshRefusal};
+use sha2::{Digest, Sha256};
+
+use super::dto::{
+    AuthResponse, ErrorBody, LoginRequest, LogoutRequest, RefreshRequest, RegisterRequest,
+    TokenPair, UserDto,
+};
+use super::extract::{CurrentUser, JsonBody};
+use crate::auth::{COOKIE_NAME, token_from};
+use crate::{ApiError, AppState, password};
+
+const MIN_PASSWORD_CHARS: usize = 8;
+const MAX_PASSWORD_BYTES: usize = 1024;
+
+#[utoipa::path(post, path = "/api/auth/register", tag = "accounts", request_body = RegisterRequest,
+    responses((status = 201, body = AuthResponse), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn register(
+    State(app): State<AppState>,
+    JsonBody(req): JsonBody<RegisterRequest>,
+) -> Result<Response, ApiError> {
+    let username = Username::parse(req.username.trim())
+        .map_err(|e| ApiError::bad_request(format!("Invalid username: {e}.")))?;
+    let email = req.email.trim().to_owned();
+    if email.len() > 254 || !email.contains('@') || email.starts_with('@') || email.ends_with('@') {
+        return Err(ApiError::bad_request("Invalid email address."));
+    }
+    check_password(&req.password)?;
+    let name = req
+        .name
+        .unwrap_or_default()
+        .trim()
+        .chars()
+        .take(200)
+        .collect();
+    let hash = password::hash(req.password).await?;
+    let user = app
+        .storage()
+        .create_user(NewUser {
+            username,
+            name,
+            email: Some(email),
+            password_hash: Some(hash),
+        })
+        .await?;
+    tracing::info!(user = %user.username, "account created");
+    issue_session(&app, &user, StatusCode::CREATED).await
+}
+
+#[utoipa::path(post, path = "/api/auth/login", tag = "accounts", request_body = LoginRequest,
+    responses((status = 200, body = AuthResponse), (status = 401, body = ErrorBody)))]
+pub(crate) async fn login(
+    State(app): State<AppState>,
+    JsonBody(req): JsonBody<LoginRequest>,
+) -> Result<Response, ApiError> {
+    let login = req
+        .login
+        .or(req.username)
+        .or(req.email)
+        .map(|l| l.trim().to_owned())
+        .filter(|l| !l.is_empty())
+        .ok_or_else(|| ApiError::bad_request("Give a username or an email."))?;
+    let found = app.storage().credentials(&login).await?;
+    let stored = found.as_ref().and_then(|c| c.password_hash.clone());
+    // Same answer, and about the same time, whether or not the user exists.
+    let ok = password::verify(req.password, stored).await;
+    match found {
+        Some(credentials) if ok => issue_session(&app, &credentials.user, StatusCode::OK).await,
+        _ => Err(ApiError::unauthorized("Invalid credentials.")),
+    }
+}
+
+#[utoipa::path(post, path = "/api/auth/refresh", tag = "accounts", request_body = RefreshRequest,
+    responses((status = 200, body = TokenPair), (status = 401, body = ErrorBody)))]
+pub(crate) async fn refresh(
+    State(app): State<AppState>,
+    JsonBody(req): JsonBody<RefreshRequest>,
+) -> Result<Response, ApiError> {
+    let refused = || ApiError::unauthorized("Invalid or expired refresh token.");
+    let old_hash = token_hash(&req.refresh);
+    let (_, family) = app
+        .storage()
+        .refresh_token_family(&old_hash)
+        .await?
+        .unwrap_or_default();
+    let (refresh, new) = new_refresh_token(&app, None, family);
+    match app.storage().rotate_refresh_token(&old_hash, new).await? {
+        Ok(user_id) => {
+            let user = app
+                .storage()
+                .user_by_id(user_id)
+                .await?
+                .ok_or_else(refused)?;
+            let token = access_token(&app, &user, family)?;
+            let cookie = session_cookie(&app, &token)?;
+            Ok((
+                StatusCode::OK,
+                [(SET_COOKIE, cookie)],
+                Json(TokenPair { token, refresh }),
+            )
+                .into_response())
+        }
+        Err(RefreshRefusal::Reused) => {
+            tracing::warn!("a used refresh token was presented again: its session is revoked");
+            Err(refused())
+        }
+        Err(RefreshRefusal::Unknown) => Err(refused()),
+    }
+}
+
+#[utoipa::path(post, path = "/api/auth/logout", tag = "accounts", request_body(content = LogoutRequest, description = "optional"),
+    responses((status = 204, description = "Logged out; cookie cleared")))]
+pub(crate) async fn logout(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    // Both the session named by the access token and the refresh token in
+    // the body (if any) are revoked; an expired access token still logs out.
+    if let Some(token) = token_from(&headers)
+        && let Ok((_, claims)) = app.keys().verify(&token)
+        && let Some(sid) = claims
+            .sid
+            .as_deref()
+            .and_then(|s| uuid::Uuid::parse_str(s).ok())
+    {
+        app.storage().revoke_refresh_family(sid).await?;
+    }
+    let req: LogoutRequest = serde_json::from_slice(&body).unwrap_or_default();
+    if let Some(refresh) = req.refresh
+        && let Some((_, family)) = app
+            .storage()
+            .refresh_token_family(&token_hash(&refresh))
+            .await?
+    {
+        app.storage().revoke_refresh_family(family).await?;
+    }
+    let clear = cookie_header(&app, "", 0)?;
+    Ok((StatusCode::NO_CONTENT, [(SET_COOKIE, clear)]).into_response())
+}
+
+#[utoipa::path(get, path = "/api/me", tag = "accounts",
+    responses((status = 200, body = UserDto), (status = 401, body = ErrorBody)))]
+pub(crate) async fn me(caller: CurrentUser) -> Json<UserDto> {
+    Json(UserDto::from(&caller.user))
+}
+
+fn check_password(password: &str) -> Result<(), ApiError> {
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(ApiError::bad_request(format!(
+            "The password must be at least {MIN_PASSWORD_CHARS} characters."
+        )));
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(ApiError::bad_request("The password is too long."));
+    }
+    Ok(())
+}
+
+/// A new login session: access token (body and cookie) and refresh token.
+async fn issue_session(
+    app: &AppState,
+    user: &User,
+    status: StatusCode,
+) -> Result<Response, ApiError> {
+    let family = uuid::Uuid::now_v7();
+    let (refresh, stored) = new_refresh_token(app, Some(user), family);
+    app.storage().insert_refresh_token(stored).await?;
+    let token = access_token(app, user, family)?;
+    let cookie = session_cookie(app, &token)?;
+    let body = AuthResponse {
+        user: UserDto::from(user),
+        token,
+        refresh,
+    };
+    Ok((status, [(SET_COOKIE, cookie)], Json(body)).into_response())
+}
+
+fn access_token(app: &AppState, user: &User, family: uuid::Uuid) -> Result<String, ApiError> {
+    let ttl = time::Duration::try_from(app.config().access_token_ttl)
+        .unwrap_or(time::Duration::minutes(10));
+    app.keys()
+        .sign_session(user, ttl, Some(family))
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot sign a token");
+            ApiError::unavailable("Could not issue a token.")
+        })
+}
+
+/// A random refresh token and the row that stores its hash.
+fn new_refresh_token(
+    app: &AppState,
+    user: Option<&User>,
+    family: uuid::Uuid,
+) -> (String, NewRefreshToken) {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let ttl = i64::try_from(app.config().refresh_token_ttl.as_micros()).unwrap_or(i64::MAX / 2);
+    let expires = Timestamp::from_unix_micros(Timestamp::now().unix_micros().saturating_add(ttl))
+        .unwrap_or_else(Timestamp::now);
+    let row = NewRefreshToken {
+        token_hash: token_hash(&token),
+        // On rotation the storage keeps the old token's user.
+        user_id: user.map(|u| u.id).unwrap_or_default(),
+        family,
+        expires,
+    };
+    (token, row)
+}
+
+fn token_hash(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn session_cookie(app: &AppState, token: &str) -> Result<HeaderValue, ApiError> {
+    cookie_header(app, token, app.config().access_token_ttl.as_secs())
+}
+
+fn cookie_header(app: &AppState, value: &str, max_age: u64) -> Result<HeaderValue, ApiError> {
+    let secure = if app.config().secure_cookies {
+        "; Secure"
+    } else {
+        ""
+    };
+    HeaderValue::from_str(&format!(
+        "{COOKIE_NAME}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
+    ))
+    .map_err(|_| ApiError::unavailable("Could not set the cookie."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_tokens_are_stored_as_sha256_hex() {
+        assert_eq!(
+            token_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn passwords_have_bounds() {
+        assert!(check_password("short").is_err());
+        assert!(check_password("long enough").is_ok());
+        assert!(check_password(&"x".repeat(2000)).is_err());
+    }
+}

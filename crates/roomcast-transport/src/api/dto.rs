@@ -1,0 +1,178 @@
+//! Request and response bodies of the HTTP API, with their OpenAPI schemas.
+//! Domain values are converted to these shapes here, not serialized as-is.
+
+use roomcast_domain::wire::NewFrame;
+use roomcast_domain::{Message, Room, Seq, User};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// `{"error": "...", "code": "..."}`: every 4xx and 5xx.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ErrorBody {
+    pub error: String,
+    pub code: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct UserDto {
+    pub id: String,
+    pub username: String,
+    pub name: String,
+    pub avatar: Option<String>,
+}
+
+impl From<&User> for UserDto {
+    fn from(u: &User) -> Self {
+        Self {
+            id: u.id.to_string(),
+            username: u.username.to_string(),
+            name: u.name.clone(),
+            avatar: u.avatar.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct RoomDto {
+    pub id: String,
+    pub host: String,
+    pub slug: String,
+    pub name: String,
+    pub description: String,
+    pub created: String,
+    pub updated: String,
+    pub participants_count: u64,
+}
+
+impl From<&Room> for RoomDto {
+    fn from(r: &Room) -> Self {
+        Self {
+            id: r.id.to_string(),
+            host: r.host.to_string(),
+            slug: r.slug.to_string(),
+            name: r.name.clone(),
+            description: r.description.clone(),
+            created: r.created.to_string(),
+            updated: r.updated.to_string(),
+            participants_count: r.participants_count,
+        }
+    }
+}
+
+/// A room with who is in it and where its event log stands.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct RoomDetailDto {
+    #[serde(flatten)]
+    pub room: RoomDto,
+    pub participants: Vec<UserDto>,
+    pub last_seq: Seq,
+}
+
+/// A message: the `new` frame's fields without `type` and `action`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct MessageDto {
+    pub id: String,
+    pub user: String,
+    pub user_id: String,
+    pub body: String,
+    pub created: String,
+    pub edited: bool,
+    pub updated: String,
+    #[serde(rename = "userAvatar")]
+    pub user_avatar: Option<String>,
+    pub seq: Seq,
+    #[serde(rename = "clientId", skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+}
+
+impl From<NewFrame> for MessageDto {
+    fn from(f: NewFrame) -> Self {
+        Self {
+            id: f.id.to_string(),
+            user: f.user.to_string(),
+            user_id: f.user_id.to_string(),
+            body: f.body,
+            created: f.created.to_string(),
+            edited: f.edited,
+            updated: f.updated.to_string(),
+            user_avatar: f.user_avatar,
+            seq: f.seq,
+            client_id: f.client_id,
+        }
+    }
+}
+
+impl From<&Message> for MessageDto {
+    fn from(m: &Message) -> Self {
+        NewFrame::from_message(m).into()
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct HistoryDto {
+    /// Oldest first within the page.
+    pub messages: Vec<MessageDto>,
+    pub last_seq: Seq,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct RegisterRequest {
+    pub username: String,
+    pub email: String,
+    pub password: String,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// Log in with `username` or `email` (or `login`, either one).
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct LoginRequest {
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub login: Option<String>,
+    pub password: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct AuthResponse {
+    pub user: UserDto,
+    /// Access token (also set as the `JWT` cookie).
+    pub token: String,
+    pub refresh: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct RefreshRequest {
+    pub refresh: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct TokenPair {
+    pub token: String,
+    pub refresh: String,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub(crate) struct LogoutRequest {
+    #[serde(default)]
+    pub refresh: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct CreateRoomRequest {
+    pub name: String,
+    #[serde(default)]
+    pub slug: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct PostMessageRequest {
+    pub body: String,
+    #[serde(rename = "clientId", default)]
+    pub client_id: Option<String>,
+}

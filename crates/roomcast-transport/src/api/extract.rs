@@ -1,0 +1,79 @@
+//! Extractors that answer in the API's error shape.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use roomcast_domain::User;
+use serde::de::DeserializeOwned;
+
+use crate::auth::token_from;
+use crate::{ApiError, AppState};
+
+/// The authenticated caller (cookie `JWT` or bearer token).
+#[derive(Debug)]
+pub(crate) struct CurrentUser {
+    pub user: User,
+}
+
+impl FromRequestParts<AppState> for CurrentUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        let token = token_from(&parts.headers)
+            .ok_or_else(|| ApiError::unauthorized("Authentication required."))?;
+        let (id, _claims) = app
+            .keys()
+            .verify(&token)
+            .map_err(|_| ApiError::unauthorized("Invalid or expired token."))?;
+        let user = app
+            .storage()
+            .user_by_id(id)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("Invalid or expired token."))?;
+        Ok(CurrentUser { user })
+    }
+}
+
+/// A JSON body; malformed, ill-typed or oversized bodies get 400/413/415
+/// in the API's error shape instead of axum's plain text.
+#[derive(Debug)]
+pub(crate) struct JsonBody<T>(pub T);
+
+impl<T, S> FromRequest<S> for JsonBody<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(JsonBody(value)),
+            Err(rejection) => Err(json_error(rejection)),
+        }
+    }
+}
+
+fn json_error(rejection: JsonRejection) -> ApiError {
+    match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            "The request body is too large.",
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "bad_request",
+            "Expected Content-Type: application/json.",
+        ),
+        _ => {
+            // serde's message names the field and the expected type; it
+            // echoes no more of the input than the client sent.
+            let detail = rejection.body_text();
+            let detail = detail.split(" at line ").next().unwrap_or_default();
+            ApiError::bad_request(format!("Invalid JSON body: {detail}."))
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! The HTTP API of PROTOCOL.md section 6, under `/api`.
+
+mod accounts;
+pub(crate) mod dto;
+mod extract;
+mod messages;
+pub(crate) mod openapi;
+mod rooms;
+
+use axum::Router;
+use axum::routing::{get, post, put};
+
+use crate::AppState;
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/auth/register", post(accounts::register))
+        .route("/api/auth/login", post(accounts::login))
+        .route("/api/auth/refresh", post(accounts::refresh))
+        .route("/api/auth/logout", post(accounts::logout))
+        .route("/api/me", get(accounts::me))
+        .route("/api/rooms", post(rooms::create).get(rooms::list))
+        .route("/api/rooms/{host}/{slug}", get(rooms::get_one))
+        .route("/api/rooms/{host}/{slug}/join", post(rooms::join))
+        .route("/api/rooms/{host}/{slug}/leave", post(rooms::leave))
+        .route(
+            "/api/rooms/{host}/{slug}/participants/{username}",
+            put(rooms::add_participant).delete(rooms::remove_participant),
+        )
+        .route(
+            "/api/rooms/{host}/{slug}/messages",
+            get(messages::history).post(messages::post),
+        )
+        .route("/api/openapi.json", get(openapi::document))
+}

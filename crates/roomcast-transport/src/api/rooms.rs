@@ -1,0 +1,204 @@
+//! Rooms and their participants.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use roomcast_domain::{Room, RoomSlug, User, Username};
+use roomcast_storage::NewRoom;
+
+use super::dto::{CreateRoomRequest, ErrorBody, RoomDetailDto, RoomDto, UserDto};
+use super::extract::{CurrentUser, JsonBody};
+use crate::{ApiError, AppState};
+
+const MAX_ROOM_NAME_CHARS: usize = 200;
+const MAX_DESCRIPTION_CHARS: usize = 2000;
+
+#[utoipa::path(post, path = "/api/rooms", tag = "rooms", request_body = CreateRoomRequest,
+    responses((status = 201, body = RoomDto), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn create(
+    State(app): State<AppState>,
+    caller: CurrentUser,
+    JsonBody(req): JsonBody<CreateRoomRequest>,
+) -> Result<Response, ApiError> {
+    let name = req.name.trim().to_owned();
+    if name.is_empty() || name.chars().count() > MAX_ROOM_NAME_CHARS {
+        return Err(ApiError::bad_request(format!(
+            "A room name is 1 to {MAX_ROOM_NAME_CHARS} characters."
+        )));
+    }
+    let slug = match req.slug.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        Some(s) => {
+            RoomSlug::parse(s).map_err(|e| ApiError::bad_request(format!("Invalid slug: {e}.")))?
+        }
+        None => RoomSlug::slugify(&name).ok_or_else(|| {
+            ApiError::bad_request("No slug can be made from this name; give one.")
+        })?,
+    };
+    let description = req.description.unwrap_or_default();
+    if description.chars().count() > MAX_DESCRIPTION_CHARS {
+        return Err(ApiError::bad_request(format!(
+            "A description is at most {MAX_DESCRIPTION_CHARS} characters."
+        )));
+    }
+    let room = app
+        .storage()
+        .create_room(NewRoom {
+            host: caller.user.id,
+            slug,
+            name,
+            description,
+        })
+        .await
+        .map_err(|e| match e {
+            roomcast_storage::StorageError::Conflict(_) => ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "You already host a room with that slug.",
+            ),
+            other => other.into(),
+        })?;
+    Ok((StatusCode::CREATED, Json(RoomDto::from(&room))).into_response())
+}
+
+#[utoipa::path(get, path = "/api/rooms", tag = "rooms", responses((status = 200, body = [RoomDto])))]
+pub(crate) async fn list(
+    State(app): State<AppState>,
+    caller: CurrentUser,
+) -> Result<Json<Vec<RoomDto>>, ApiError> {
+    let rooms = app.storage().rooms_of(caller.user.id).await?;
+    Ok(Json(rooms.iter().map(RoomDto::from).collect()))
+}
+
+#[utoipa::path(get, path = "/api/rooms/{host}/{slug}", tag = "rooms",
+    params(("host" = String, Path), ("slug" = String, Path)),
+    responses((status = 200, body = RoomDetailDto), (status = 404, body = ErrorBody)))]
+pub(crate) async fn get_one(
+    State(app): State<AppState>,
+    _caller: CurrentUser,
+    Path((host, slug)): Path<(String, String)>,
+) -> Result<Json<RoomDetailDto>, ApiError> {
+    let room = find_room(&app, &host, &slug).await?;
+    Ok(Json(detail(&app, &room).await?))
+}
+
+#[utoipa::path(post, path = "/api/rooms/{host}/{slug}/join", tag = "rooms",
+    params(("host" = String, Path), ("slug" = String, Path)),
+    responses((status = 200, body = RoomDetailDto), (status = 404, body = ErrorBody)))]
+pub(crate) async fn join(
+    State(app): State<AppState>,
+    caller: CurrentUser,
+    Path((host, slug)): Path<(String, String)>,
+) -> Result<Json<RoomDetailDto>, ApiError> {
+    let room = find_room(&app, &host, &slug).await?;
+    app.storage()
+        .add_participant(room.id, caller.user.id)
+        .await?;
+    let room = find_room(&app, &host, &slug).await?;
+    Ok(Json(detail(&app, &room).await?))
+}
+
+#[utoipa::path(post, path = "/api/rooms/{host}/{slug}/leave", tag = "rooms",
+    params(("host" = String, Path), ("slug" = String, Path)),
+    responses((status = 204, description = "Left; the caller's sockets in the room are closed (1008)"), (status = 404, body = ErrorBody)))]
+pub(crate) async fn leave(
+    State(app): State<AppState>,
+    caller: CurrentUser,
+    Path((host, slug)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let room = find_room(&app, &host, &slug).await?;
+    app.storage()
+        .remove_participant(room.id, caller.user.id)
+        .await?;
+    evict(&app, &room, &caller.user).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(put, path = "/api/rooms/{host}/{slug}/participants/{username}", tag = "rooms",
+    params(("host" = String, Path), ("slug" = String, Path), ("username" = String, Path)),
+    responses((status = 200, body = RoomDetailDto), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn add_participant(
+    State(app): State<AppState>,
+    caller: CurrentUser,
+    Path((host, slug, username)): Path<(String, String, String)>,
+) -> Result<Json<RoomDetailDto>, ApiError> {
+    let room = hosted_room(&app, &caller, &host, &slug).await?;
+    let user = find_user(&app, &username).await?;
+    app.storage().add_participant(room.id, user.id).await?;
+    let room = find_room(&app, &host, &slug).await?;
+    Ok(Json(detail(&app, &room).await?))
+}
+
+#[utoipa::path(delete, path = "/api/rooms/{host}/{slug}/participants/{username}", tag = "rooms",
+    params(("host" = String, Path), ("slug" = String, Path), ("username" = String, Path)),
+    responses((status = 204, description = "Removed; their sockets in the room are closed (1008)"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn remove_participant(
+    State(app): State<AppState>,
+    caller: CurrentUser,
+    Path((host, slug, username)): Path<(String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let room = hosted_room(&app, &caller, &host, &slug).await?;
+    let user = find_user(&app, &username).await?;
+    if user.id == caller.user.id {
+        return Err(ApiError::bad_request("The host cannot remove themselves."));
+    }
+    if !app.storage().remove_participant(room.id, user.id).await? {
+        return Err(ApiError::not_found("That user is not a participant."));
+    }
+    evict(&app, &room, &user).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Closes the user's sockets in the room on every node (1008).
+async fn evict(app: &AppState, room: &Room, user: &User) {
+    if let Err(e) = app.hub().evict(room.id, user.id).await {
+        // This node's sockets are closed already; other nodes' close when
+        // the layer is back (their next membership check is the handshake).
+        tracing::warn!(error = %e, room = %room.id, "eviction not relayed to other nodes");
+    }
+}
+
+pub(crate) async fn find_room(app: &AppState, host: &str, slug: &str) -> Result<Room, ApiError> {
+    let missing = || ApiError::not_found("Room not found.");
+    let host = Username::parse(host).map_err(|_| missing())?;
+    let slug = RoomSlug::parse(slug).map_err(|_| missing())?;
+    app.storage()
+        .room_by_address(&host, &slug)
+        .await?
+        .ok_or_else(missing)
+}
+
+/// The room, if the caller hosts it.
+async fn hosted_room(
+    app: &AppState,
+    caller: &CurrentUser,
+    host: &str,
+    slug: &str,
+) -> Result<Room, ApiError> {
+    let room = find_room(app, host, slug).await?;
+    if room.host != caller.user.username {
+        return Err(ApiError::forbidden(
+            "Only the room's host may change its participants.",
+        ));
+    }
+    Ok(room)
+}
+
+async fn find_user(app: &AppState, username: &str) -> Result<User, ApiError> {
+    let missing = || ApiError::not_found("No such user.");
+    let username = Username::parse(username).map_err(|_| missing())?;
+    app.storage()
+        .user_by_username(&username)
+        .await?
+        .ok_or_else(missing)
+}
+
+async fn detail(app: &AppState, room: &Room) -> Result<RoomDetailDto, ApiError> {
+    let participants = app.storage().participants(room.id).await?;
+    let last_seq = app.storage().last_seq(room.id).await?;
+    Ok(RoomDetailDto {
+        room: RoomDto::from(room),
+        participants: participants.iter().map(UserDto::from).collect(),
+        last_seq,
+    })
+}
