@@ -38,6 +38,8 @@ pub async fn spawn_app() -> TestApp {
 pub struct Options {
     pub drop_on_shutdown: bool,
     pub max_connections: Option<usize>,
+    pub write_timeout_ms: Option<u64>,
+    pub tcp_send_buffer: Option<usize>,
 }
 
 pub async fn spawn_app_in(dir: &Path, options: Options) -> TestApp {
@@ -49,6 +51,10 @@ pub async fn spawn_app_in(dir: &Path, options: Options) -> TestApp {
     if let Some(max) = options.max_connections {
         args.max_connections = max;
     }
+    if let Some(ms) = options.write_timeout_ms {
+        args.write_timeout_ms = ms;
+    }
+    args.tcp_send_buffer = options.tcp_send_buffer;
     let server = Server::start(&args).await.expect("server starts");
     let addr = server.addr();
     TestApp {
@@ -156,6 +162,28 @@ impl Ws {
         }
     }
 
+    /// Connects over a socket with a tiny receive buffer, so that a client
+    /// that stops reading backs up into the server at once.
+    pub async fn connect_with_small_buffer(url: &str, headers: &[(&str, &str)]) -> Ws {
+        let mut request = url.into_client_request().expect("valid url");
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes())
+                    .expect("header name"),
+                HeaderValue::from_str(value).expect("header value"),
+            );
+        }
+        let host = request.uri().authority().expect("authority").to_string();
+        let addr: SocketAddr = host.parse().expect("a socket address");
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("small buffer");
+        let stream = socket.connect(addr).await.expect("connect");
+        let (inner, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream))
+            .await
+            .expect("handshake");
+        Ws { inner }
+    }
+
     pub async fn send_json(&mut self, value: Value) {
         self.send_text(&value.to_string()).await;
     }
@@ -180,6 +208,21 @@ impl Ws {
                     return serde_json::from_str(t.as_str()).expect("server frames are JSON");
                 }
                 Ok(Some(Ok(Message::Close(c)))) => panic!("socket closed: {c:?}"),
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+
+    /// The next text frame, or `Err(close code)` when the socket ends.
+    pub async fn next_frame_or_close(&mut self) -> Result<Value, Option<u16>> {
+        loop {
+            match tokio::time::timeout(PATIENCE, self.inner.next()).await {
+                Err(_) => panic!("no frame within {PATIENCE:?}"),
+                Ok(None) | Ok(Some(Err(_))) => return Err(None),
+                Ok(Some(Ok(Message::Close(frame)))) => return Err(frame.map(|f| u16::from(f.code))),
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    return Ok(serde_json::from_str(t.as_str()).expect("server frames are JSON"));
+                }
                 Ok(Some(Ok(_))) => continue,
             }
         }

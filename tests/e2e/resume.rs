@@ -98,3 +98,96 @@ async fn concurrent_senders_are_seen_by_everyone_in_seq_order_without_gaps() {
         s.await.expect("sender");
     }
 }
+
+#[tokio::test]
+async fn reconnecting_during_continuous_sending_leaves_no_gap_and_no_duplicate() {
+    let app = spawn_app().await;
+    let rooms = app.fixture(1, 2).await;
+    let mut sender = app.connect(&rooms[0], 0).await;
+    const TOTAL: u64 = 300;
+    let sending = tokio::spawn(async move {
+        for i in 0..TOTAL {
+            sender.send_json(json!({"message": format!("m{i}")})).await;
+            if i % 10 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        sender
+    });
+    let mut seen = Vec::new();
+    let mut since = 0;
+    // Drop and resume three times while the sender keeps going.
+    for round in 0..4 {
+        let mut watcher = app.connect_with(&rooms[0], 1, Some(since)).await;
+        loop {
+            let frame = watcher.next_json().await;
+            if frame["action"] == "synced" {
+                continue;
+            }
+            let seq = frame["seq"].as_u64().expect("stored events carry seq");
+            seen.push(seq);
+            since = seq;
+            if seq == TOTAL || (round < 3 && seen.len() as u64 >= (round + 1) * TOTAL / 4) {
+                break;
+            }
+        }
+        if since == TOTAL {
+            break;
+        }
+    }
+    assert_eq!(seen, (1..=TOTAL).collect::<Vec<u64>>());
+    sending.await.expect("sender");
+}
+
+#[tokio::test]
+async fn a_reader_that_stops_reading_is_closed_and_resumes_without_loss_while_others_flow() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let options = crate::harness::Options {
+        write_timeout_ms: Some(300),
+        tcp_send_buffer: Some(8 * 1024),
+        ..Default::default()
+    };
+    let app = crate::harness::spawn_app_in(temp.path(), options).await;
+    let rooms = app.fixture(1, 3).await;
+    let room = &rooms[0];
+    let cookie = format!("JWT={}", room.members[2].token);
+    let mut slow = crate::harness::Ws::connect_with_small_buffer(
+        &app.ws_url(&room.host, &room.slug),
+        &[("Cookie", &cookie), ("Origin", &app.origin())],
+    )
+    .await;
+    let mut sender = app.connect(room, 0).await;
+    let mut normal = app.connect(room, 1).await;
+    // The slow one reads nothing while 600 large messages flow.
+    const TOTAL: u64 = 600;
+    let body = "x".repeat(480);
+    for i in 0..TOTAL {
+        sender
+            .send_json(json!({"message": format!("{i} {body}")}))
+            .await;
+        let got = normal.next_json().await;
+        assert_eq!(got["seq"], i + 1, "the normal member keeps up");
+        sender.next_json().await;
+    }
+    // Now the slow one reads: some frames, then the server's close.
+    let mut last = 0;
+    let code = loop {
+        match slow.next_frame_or_close().await {
+            Ok(frame) => last = frame["seq"].as_u64().expect("seq"),
+            Err(code) => break code,
+        }
+    };
+    assert!(
+        last < TOTAL,
+        "the slow reader could not have had everything"
+    );
+    assert!(
+        matches!(code, Some(1013) | None),
+        "closed as a slow consumer, got {code:?}"
+    );
+    let mut resumed = app.connect_with(room, 2, Some(last)).await;
+    for seq in last + 1..=TOTAL {
+        assert_eq!(resumed.next_json().await["seq"], seq);
+    }
+    assert_eq!(resumed.next_json().await["action"], "synced");
+}

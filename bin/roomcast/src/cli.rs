@@ -66,6 +66,14 @@ pub struct ServeArgs {
     /// Mark the `JWT` cookie `Secure` (serve behind HTTPS).
     #[arg(long, env = "ROOMCAST_SECURE_COOKIES")]
     pub secure_cookies: bool,
+    /// A socket whose peer takes longer than this to accept a write is a
+    /// slow consumer: it is closed (1013) and resumes with `since`.
+    #[arg(long, env = "ROOMCAST_WRITE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub write_timeout_ms: u64,
+    /// Kernel send buffer per connection in bytes (`SO_SNDBUF`); unset:
+    /// the kernel's autotuning.
+    #[arg(long, env = "ROOMCAST_TCP_SEND_BUFFER")]
+    pub tcp_send_buffer: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -102,6 +110,8 @@ impl ServeArgs {
             shutdown_mode: ShutdownModeArg::Frame,
             access_token_ttl: 600,
             secure_cookies: false,
+            write_timeout_ms: 10_000,
+            tcp_send_buffer: None,
         }
     }
 }

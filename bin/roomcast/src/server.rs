@@ -74,6 +74,8 @@ impl Server {
             },
             access_token_ttl: std::time::Duration::from_secs(args.access_token_ttl.max(1)),
             secure_cookies: args.secure_cookies,
+            write_timeout: std::time::Duration::from_millis(args.write_timeout_ms.max(1)),
+            tcp_send_buffer_bytes: args.tcp_send_buffer,
             ..TransportConfig::default()
         };
         tracing::info!(

@@ -52,6 +52,10 @@ pub struct TransportConfig {
     pub socket_buffer_bytes: usize,
     /// Most bytes a socket may have queued for a peer that does not read.
     pub max_write_buffer_bytes: usize,
+    /// The kernel send buffer of each accepted connection (`SO_SNDBUF`);
+    /// `None` leaves the kernel's autotuning. A small one bounds what a
+    /// stalled peer can hold and makes it a slow consumer sooner.
+    pub tcp_send_buffer_bytes: Option<usize>,
     /// A write that takes longer than this means the peer stopped reading:
     /// the socket is closed (1013) and the client resumes with `since`.
     pub write_timeout: Duration,
@@ -77,6 +81,7 @@ impl Default for TransportConfig {
             max_message_bytes: 64 * 1024,
             socket_buffer_bytes: 4 * 1024,
             max_write_buffer_bytes: 256 * 1024,
+            tcp_send_buffer_bytes: None,
             write_timeout: Duration::from_secs(10),
             shutdown_mode: ShutdownMode::Frame,
             shutdown_grace: Duration::from_secs(10),

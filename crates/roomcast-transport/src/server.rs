@@ -39,9 +39,15 @@ pub async fn serve(
     let token = state.shutdown_token().clone();
     let app = router(state.clone());
     // Small chat frames must leave at once, not wait for Nagle.
-    let listener = listener.tap_io(|tcp| {
+    let send_buffer = state.config().tcp_send_buffer_bytes;
+    let listener = listener.tap_io(move |tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        if let Some(bytes) = send_buffer
+            && let Err(e) = socket2::SockRef::from(&*tcp).set_send_buffer_size(bytes)
+        {
+            tracing::debug!(error = %e, "cannot set SO_SNDBUF");
         }
     });
     let signal = async move {
