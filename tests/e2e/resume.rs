@@ -191,3 +191,35 @@ async fn a_reader_that_stops_reading_is_closed_and_resumes_without_loss_while_ot
     }
     assert_eq!(resumed.next_json().await["action"], "synced");
 }
+
+#[tokio::test]
+async fn a_since_older_than_the_kept_log_gets_reset() {
+    let app = spawn_app().await;
+    let rooms = app.fixture(1, 1).await;
+    let mut ws = app.connect(&rooms[0], 0).await;
+    post(&mut ws, "one").await;
+    post(&mut ws, "two").await;
+    let storage = app
+        .server
+        .as_ref()
+        .expect("running")
+        .state()
+        .storage()
+        .clone();
+    let now = roomcast_domain::Timestamp::from_unix_micros(
+        roomcast_domain::Timestamp::now().unix_micros() + 1,
+    )
+    .expect("timestamp");
+    assert_eq!(storage.prune_events(now).await.expect("prune"), 2);
+    let mut behind = app.connect_with(&rooms[0], 0, Some(1)).await;
+    assert_eq!(
+        behind.next_json().await,
+        json!({"type": "chat_event", "action": "reset", "seq": 2})
+    );
+    // Up to date is fine: nothing to replay.
+    let mut current = app.connect_with(&rooms[0], 0, Some(2)).await;
+    assert_eq!(
+        current.next_json().await,
+        json!({"type": "chat_event", "action": "synced", "seq": 2})
+    );
+}

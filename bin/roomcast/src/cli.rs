@@ -74,6 +74,10 @@ pub struct ServeArgs {
     /// the kernel's autotuning.
     #[arg(long, env = "ROOMCAST_TCP_SEND_BUFFER")]
     pub tcp_send_buffer: Option<usize>,
+    /// Keep each room's event log (what `?since=` resumes from) this many
+    /// days; unset: forever. Messages themselves are kept either way.
+    #[arg(long, env = "ROOMCAST_EVENT_RETENTION_DAYS")]
+    pub event_retention_days: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -112,6 +116,7 @@ impl ServeArgs {
             secure_cookies: false,
             write_timeout_ms: 10_000,
             tcp_send_buffer: None,
+            event_retention_days: None,
         }
     }
 }

@@ -45,6 +45,8 @@ pub struct Server {
     state: AppState,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
+    /// The event-log pruning task, when retention is configured.
+    retention: Option<JoinHandle<()>>,
 }
 
 impl Server {
@@ -89,6 +91,10 @@ impl Server {
             state.set_metrics(handle);
         }
         let (stop, stopped) = oneshot::channel::<()>();
+        let retention = args.event_retention_days.map(|days| {
+            let storage = state.storage().clone();
+            tokio::spawn(prune_forever(storage, days))
+        });
         let task = tokio::spawn(roomcast_transport::serve(
             listener,
             state.clone(),
@@ -101,6 +107,7 @@ impl Server {
             state,
             stop: Some(stop),
             task,
+            retention,
         })
     }
 
@@ -122,10 +129,35 @@ impl Server {
 
     /// Waits for the server to end (after `shutdown`, or a fatal error).
     pub async fn wait(self) -> anyhow::Result<()> {
-        self.task
+        let result = self
+            .task
             .await
             .context("server task panicked")?
-            .context("server failed")
+            .context("server failed");
+        if let Some(retention) = self.retention {
+            retention.abort();
+        }
+        result
+    }
+}
+
+/// Drops events older than the retention from the log, hourly.
+async fn prune_forever(storage: Storage, days: u32) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        let keep = i64::from(days) * 24 * 3600 * 1_000_000;
+        let cutoff = roomcast_domain::Timestamp::from_unix_micros(
+            roomcast_domain::Timestamp::now()
+                .unix_micros()
+                .saturating_sub(keep),
+        );
+        let Some(cutoff) = cutoff else { continue };
+        match storage.prune_events(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(events = n, days, "pruned the event log"),
+            Err(e) => tracing::warn!(error = %e, "pruning the event log failed; will retry"),
+        }
     }
 }
 

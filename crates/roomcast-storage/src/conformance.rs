@@ -36,6 +36,7 @@ macro_rules! conformance_tests {
             seeding_adds_and_never_breaks,
             logins_find_users_by_username_or_email,
             refresh_tokens_rotate_once_and_replays_revoke_the_family,
+            retention_prunes_old_events_but_keeps_messages,
         );
     };
     (@each $factory:expr; $($check:ident),* $(,)?) => {
@@ -620,4 +621,39 @@ pub async fn refresh_tokens_rotate_once_and_replays_revoke_the_family(store: Sto
         store.refresh_token_family("o1").await.expect("family"),
         None
     );
+}
+
+pub async fn retention_prunes_old_events_but_keeps_messages(store: Storage) {
+    let alice = user(&store, "alice").await;
+    let room_id = room(&store, &alice, "general").await;
+    assert_eq!(store.first_kept_seq(room_id).await.expect("first"), 1);
+    post(&store, room_id, &alice, "old").await;
+    post(&store, room_id, &alice, "older still kept as a message").await;
+    assert_eq!(store.first_kept_seq(room_id).await.expect("first"), 1);
+    let cutoff = Timestamp::from_unix_micros(Timestamp::now().unix_micros() + 1).expect("ts");
+    assert_eq!(store.prune_events(cutoff).await.expect("prune"), 2);
+    assert_eq!(
+        store.first_kept_seq(room_id).await.expect("first"),
+        3,
+        "empty log: last_seq + 1"
+    );
+    let (_, seq) = post(&store, room_id, &alice, "new").await;
+    assert_eq!(seq, 3, "seq keeps counting after pruning");
+    assert_eq!(store.first_kept_seq(room_id).await.expect("first"), 3);
+    assert_eq!(
+        store
+            .history(room_id, None, 10)
+            .await
+            .expect("history")
+            .len(),
+        3
+    );
+    let since: Vec<u64> = store
+        .events_since(room_id, 0, 10)
+        .await
+        .expect("since")
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(since, vec![3]);
 }

@@ -68,6 +68,12 @@ pub trait MessageRepository: Send + Sync {
     async fn events_since(&self, room: RoomId, after: Seq, limit: u32) -> Result<Vec<Event>>;
     /// The room's latest seq (0 before its first event).
     async fn last_seq(&self, room: RoomId) -> Result<Seq>;
+    /// The oldest seq still in the room's log (`last_seq + 1` when the log
+    /// is empty): a client behind it cannot resume and must reload.
+    async fn first_kept_seq(&self, room: RoomId) -> Result<Seq>;
+    /// Drops events older than `before` from every room's log (retention);
+    /// messages themselves stay. Returns how many were dropped.
+    async fn prune_events(&self, before: roomcast_domain::Timestamp) -> Result<u64>;
     /// Live messages created before `before` (or the newest), oldest first,
     /// at most `limit`.
     async fn history(

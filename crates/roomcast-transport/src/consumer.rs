@@ -88,9 +88,14 @@ pub(crate) async fn run(app: AppState, socket: WebSocket, session: Session) {
     };
     tracing::debug!(user = %user.username, room = %room.id, "socket open");
     metrics::connection_opened();
+    // Fix the socket's starting seq (and replay what `since` asks for)
+    // before reading any client frame: otherwise the client's own first
+    // message could be committed before the start is read, and be skipped
+    // as "already sent".
+    let started = start(&app, &room, since, &mut sink).await;
     let (out_tx, out_rx) = mpsc::channel(32);
     let reader = read_loop(&app, &user, &room, stream, out_tx);
-    let writer = write_loop(&app, &user, &room, since, expires, feed, out_rx, sink);
+    let writer = write_loop(&app, &user, &room, started, expires, feed, out_rx, sink);
     // The writer ends the session: when it stops, the reader is dropped.
     let feed = tokio::select! {
         feed = writer => feed,
@@ -247,13 +252,13 @@ async fn write_loop(
     app: &AppState,
     user: &User,
     room: &Room,
-    since: Option<Seq>,
+    started: Result<Seq, End>,
     expires: Option<time::OffsetDateTime>,
     mut feed: RoomFeed,
     mut out: mpsc::Receiver<Outgoing>,
     mut sink: SplitSink<WebSocket, Message>,
 ) -> RoomFeed {
-    let end = match start(app, room, since, &mut sink).await {
+    let end = match started {
         Ok(last) => {
             let mut writer = Writer {
                 app,
@@ -297,8 +302,13 @@ async fn start(
     let Some(since) = since else {
         return Ok(current);
     };
-    if since > current {
-        // A position this room never had (another server, a reset log).
+    let first_kept = app.storage().first_kept_seq(room.id).await.map_err(|e| {
+        tracing::warn!(error = %e, "cannot read the room's log start");
+        End::Close(close::TRY_AGAIN, "Storage unavailable; try again.")
+    })?;
+    if since > current || since + 1 < first_kept {
+        // A position this room never had (another server, a reset log), or
+        // one older than the kept log: the client reloads over HTTP.
         let reset = ServerFrame::Event(ChatEvent::Reset { seq: current });
         send_now(sink, Utf8Bytes::from(reset.to_json())).await?;
         return Ok(current);

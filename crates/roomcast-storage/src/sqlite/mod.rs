@@ -417,6 +417,28 @@ impl MessageRepository for SqliteStore {
         Ok(row.get::<i64, _>(0).max(0) as u64)
     }
 
+    async fn first_kept_seq(&self, room: RoomId) -> Result<Seq> {
+        let row = sqlx::query(
+            "SELECT COALESCE((SELECT MIN(seq) FROM events WHERE room_id = ?1), last_seq + 1) \
+             FROM rooms WHERE id = ?1",
+        )
+        .bind(Uuid::from(room))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?
+        .ok_or(StorageError::NotFound)?;
+        Ok(row.get::<i64, _>(0).max(1) as u64)
+    }
+
+    async fn prune_events(&self, before: Timestamp) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM events WHERE created_at < ?")
+            .bind(before.unix_micros())
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected())
+    }
+
     async fn history(
         &self,
         room: RoomId,
