@@ -275,7 +275,7 @@ impl RedisLayer {
             tokio::spawn(resubscribe(shared.clone(), sub_connected, cancel.clone())),
             tokio::spawn(flush_unsent(shared.clone(), pub_connected, cancel.clone())),
         ];
-        tracing::info!(node = %shared.node, prefix = %shared.prefix, "Redis channel layer ready");
+        tracing::info!(node = %shared.node, prefix = %shared.prefix, "Redis channel layer started");
         Ok(RedisLayer {
             shared,
             cancel,
