@@ -65,7 +65,29 @@ pub async fn spawn_app_in(dir: &Path, options: Options) -> TestApp {
     }
 }
 
+/// A server on `dir` with settings adjusted by `configure`. Several nodes
+/// can share one data directory: one database, one JWT secret, so a
+/// fixture's tokens work on all of them.
+pub async fn spawn_node(dir: &Path, configure: impl FnOnce(&mut ServeArgs)) -> TestApp {
+    let mut args = ServeArgs::with_data_dir(dir);
+    args.common.bind = SocketAddr::from(([127, 0, 0, 1], 0));
+    configure(&mut args);
+    let server = Server::start(&args).await.expect("server starts");
+    let addr = server.addr();
+    TestApp {
+        server: Some(server),
+        addr,
+        dir: dir.to_path_buf(),
+        _temp: None,
+    }
+}
+
 impl TestApp {
+    /// The running server (panics after `shutdown`).
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().expect("server running")
+    }
+
     pub fn common(&self) -> CommonArgs {
         let mut args = ServeArgs::with_data_dir(&self.dir).common;
         args.bind = self.addr;
@@ -223,6 +245,23 @@ impl Ws {
                 Ok(Some(Ok(Message::Text(t)))) => {
                     return Ok(serde_json::from_str(t.as_str()).expect("server frames are JSON"));
                 }
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+
+    /// The next text frame as JSON if one arrives within `wait`; panics on
+    /// close or error.
+    pub async fn try_next_json(&mut self, wait: Duration) -> Option<Value> {
+        loop {
+            match tokio::time::timeout(wait, self.inner.next()).await {
+                Err(_) => return None,
+                Ok(None) => panic!("socket ended"),
+                Ok(Some(Err(e))) => panic!("socket failed: {e}"),
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    return Some(serde_json::from_str(t.as_str()).expect("server frames are JSON"));
+                }
+                Ok(Some(Ok(Message::Close(c)))) => panic!("socket closed: {c:?}"),
                 Ok(Some(Ok(_))) => continue,
             }
         }

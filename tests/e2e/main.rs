@@ -8,4 +8,5 @@ mod chat;
 mod handshake;
 mod http_api;
 mod lifecycle;
+mod multinode;
 mod resume;

@@ -47,8 +47,17 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub common: CommonArgs,
     /// Channel layer URL (`redis://`); unset: the in-memory layer.
-    #[arg(long, env = "REDIS_URL")]
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+    /// Start even if Redis is unreachable, and connect when it comes up
+    /// (`/readyz` answers 503 until then). Without it, an unreachable
+    /// Redis at start-up is an error.
+    #[arg(long, env = "ROOMCAST_REDIS_WAIT")]
+    pub redis_wait: bool,
+    /// Prefix of this fleet's Redis channel names, so fleets sharing one
+    /// Redis never hear each other.
+    #[arg(long, env = "ROOMCAST_REDIS_PREFIX", default_value = "roomcast:")]
+    pub redis_prefix: String,
     /// Comma-separated origins allowed to open WebSockets, or `*`;
     /// default: the server's own http:// origin.
     #[arg(long, env = "ROOMCAST_ALLOWED_ORIGINS", value_delimiter = ',')]
@@ -109,6 +118,8 @@ impl ServeArgs {
                 jwt_secret: None,
             },
             redis_url: None,
+            redis_wait: false,
+            redis_prefix: "roomcast:".into(),
             allowed_origins: Vec::new(),
             max_connections: 100_000,
             shutdown_mode: ShutdownModeArg::Frame,
@@ -152,6 +163,23 @@ mod tests {
                 assert_eq!(args.common.bind.port(), 9000);
                 assert_eq!(args.allowed_origins, vec!["http://a", "http://b"]);
                 assert_eq!(args.shutdown_mode, ShutdownModeArg::Frame);
+                assert!(!args.redis_wait);
+                assert_eq!(args.redis_prefix, "roomcast:");
+            }
+            other => panic!("expected serve, got {other:?}"),
+        }
+        let cli = Cli::try_parse_from([
+            "roomcast",
+            "serve",
+            "--redis-url",
+            "redis://127.0.0.1:6379",
+            "--redis-wait",
+        ])
+        .expect("parses");
+        match cli.command {
+            Command::Serve(args) => {
+                assert_eq!(args.redis_url.as_deref(), Some("redis://127.0.0.1:6379"));
+                assert!(args.redis_wait);
             }
             other => panic!("expected serve, got {other:?}"),
         }

@@ -1,12 +1,12 @@
 //! Starting and stopping a Roomcast node from its settings.
 
 use std::net::SocketAddr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use anyhow::Context;
-use roomcast_broadcast::HubConfig;
+use roomcast_broadcast::{Hub, HubConfig, RedisConfig, RedisLayer};
 use roomcast_storage::Storage;
 use roomcast_transport::{AllowedOrigins, AppState, JwtKeys, ShutdownMode, TransportConfig};
 use tokio::net::TcpListener;
@@ -38,6 +38,30 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// The node's hub on the channel layer the settings name: Redis for a
+/// fleet, or in-memory for a node alone.
+async fn build_hub(args: &ServeArgs, storage: &Storage) -> anyhow::Result<Hub> {
+    let builder = roomcast_transport::hub_builder(storage, HubConfig::default());
+    let Some(url) = &args.redis_url else {
+        return Ok(builder.standalone());
+    };
+    let mut config = RedisConfig::new(url.clone());
+    config.channel_prefix = args.redis_prefix.clone();
+    config.wait = args.redis_wait;
+    let layer = RedisLayer::connect(config, builder.inbox())
+        .await
+        .with_context(|| {
+            format!(
+                "cannot use Redis at {} (start it, fix REDIS_URL, or pass --redis-wait to start without it)",
+                redact(url)
+            )
+        })?;
+    if args.redis_wait {
+        tracing::info!(url = %redact(url), "Redis channel layer (connecting in the background if down)");
+    }
+    Ok(builder.build(Arc::new(layer)))
+}
+
 /// A running node.
 #[derive(Debug)]
 pub struct Server {
@@ -53,12 +77,6 @@ impl Server {
     /// Opens storage, builds the node and starts serving on the configured
     /// address (port 0 picks a free one).
     pub async fn start(args: &ServeArgs) -> anyhow::Result<Self> {
-        if let Some(url) = &args.redis_url {
-            anyhow::bail!(
-                "REDIS_URL is set ({}), but this build has only the in-memory channel layer; unset it",
-                redact(url)
-            );
-        }
         let storage = open_storage(&args.common).await?;
         let secret =
             secret::load_or_create(args.common.jwt_secret.as_deref(), &args.common.data_dir)?;
@@ -66,7 +84,7 @@ impl Server {
             .await
             .with_context(|| format!("binding {}", args.common.bind))?;
         let addr = listener.local_addr()?;
-        let hub = roomcast_transport::hub_builder(&storage, HubConfig::default()).standalone();
+        let hub = build_hub(args, &storage).await?;
         let config = TransportConfig {
             allowed_origins: allowed_origins(&args.allowed_origins, addr),
             max_connections: args.max_connections,
@@ -237,5 +255,6 @@ mod tests {
     fn urls_are_redacted() {
         assert_eq!(redact("postgres://u:pw@h/db"), "postgres://***@h/db");
         assert_eq!(redact("sqlite://./data/x.db"), "sqlite://./data/x.db");
+        assert_eq!(redact("redis://:pw@h:6379/0"), "redis://***@h:6379/0");
     }
 }

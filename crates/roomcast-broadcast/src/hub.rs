@@ -57,6 +57,12 @@ impl Default for HubConfig {
     }
 }
 
+/// Events fetched per storage round trip when a room resyncs.
+const RESYNC_PAGE: u32 = 500;
+/// Storage failures a resync tolerates (one `gap_timeout` apart) before it
+/// gives up; the next event's gap repair then catches the room up.
+const RESYNC_ATTEMPTS: u32 = 5;
+
 /// A local socket's subscription to its room.
 #[derive(Debug)]
 pub struct RoomFeed {
@@ -213,8 +219,10 @@ impl Hub {
         self.local.lock().len()
     }
 
-    /// Waits for pending gap repairs to finish (on shutdown).
+    /// Ends the channel layer, then waits for pending gap repairs and
+    /// resyncs to finish (on shutdown).
     pub async fn close(&self) {
+        self.layer.close().await;
         self.local.repairs.close();
         self.local.repairs.wait().await;
     }
@@ -245,6 +253,14 @@ struct Sequencer {
     early: BTreeMap<Seq, Envelope>,
     /// A repair task is watching this room's gap.
     repairing: bool,
+    /// The layer asked for a resync before the room's position was known:
+    /// run it as soon as it is.
+    resync_wanted: bool,
+    /// A resync task is fetching this room's stored events.
+    resyncing: bool,
+    /// Another resync was asked for while one ran: run once more, since
+    /// the running one may have read storage before the loss.
+    resync_again: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -304,6 +320,70 @@ impl LocalRooms {
             let mut order = lock(&local.order);
             order.next = Some(next);
             self.release(room, &local, &mut order);
+            if std::mem::take(&mut order.resync_wanted) {
+                self.start_resync(room, &mut order);
+            }
+        }
+    }
+
+    /// Starts fetching the room's stored events after its position, unless
+    /// a resync is already running (then that one runs once more).
+    fn start_resync(&self, room: RoomId, order: &mut Sequencer) {
+        if order.next.is_none() {
+            order.resync_wanted = true;
+        } else if order.resyncing {
+            order.resync_again = true;
+        } else if let Some(this) = self.me.upgrade() {
+            order.resyncing = true;
+            self.repairs
+                .spawn(async move { this.resync_from_storage(room).await });
+        }
+    }
+
+    /// Catches a room up from storage: everything stored after what its
+    /// sockets were sent, page by page, through the same ordering as live
+    /// events (so nothing is sent twice or out of order).
+    async fn resync_from_storage(self: Arc<Self>, room: RoomId) {
+        let mut failures = 0;
+        loop {
+            let Some(local) = self.room(room) else { return };
+            let Some(next) = lock(&local.order).next else {
+                return;
+            };
+            let fetched = self
+                .backfill
+                .events_after(room, next.saturating_sub(1), RESYNC_PAGE)
+                .await;
+            let mut order = lock(&local.order);
+            match fetched {
+                Ok(envelopes) => {
+                    let full = envelopes.len() >= RESYNC_PAGE as usize;
+                    tracing::debug!(%room, after = next - 1, count = envelopes.len(), "room resynced from storage");
+                    for env in envelopes {
+                        if let Some(seq) = env.seq() {
+                            order.early.entry(seq).or_insert(env);
+                        }
+                    }
+                    self.release(room, &local, &mut order);
+                    if full || std::mem::take(&mut order.resync_again) {
+                        continue;
+                    }
+                    order.resyncing = false;
+                    return;
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures >= RESYNC_ATTEMPTS {
+                        tracing::warn!(error = %e, %room, "resync from storage failed; giving up until the next event");
+                        order.resyncing = false;
+                        order.resync_again = false;
+                        return;
+                    }
+                    tracing::warn!(error = %e, %room, "resync from storage failed; will retry");
+                }
+            }
+            drop(order);
+            tokio::time::sleep(self.config.gap_timeout).await;
         }
     }
 
@@ -370,6 +450,12 @@ impl LocalRooms {
 }
 
 impl Inbox for LocalRooms {
+    fn resync(&self, room: RoomId) {
+        let Some(local) = self.room(room) else { return };
+        let mut order = lock(&local.order);
+        self.start_resync(room, &mut order);
+    }
+
     fn deliver(&self, room: RoomId, envelope: Envelope) {
         let Some(local) = self.room(room) else { return };
         match envelope.seq() {
@@ -541,6 +627,42 @@ mod tests {
         // b unsubscribed: publishing from a reaches only a.
         a.publish(room, stored.store("y")).await.expect("publish");
         assert_eq!(next_seq(&mut on_a).await, 2);
+    }
+
+    #[tokio::test]
+    async fn a_resync_delivers_what_was_stored_meanwhile_once_and_in_order() {
+        let stored = Arc::new(Stored::default());
+        let hub = hub(&InMemoryBus::new(), &stored, Duration::from_secs(30));
+        let room = RoomId::new();
+        let mut feed = hub.join(room).await.expect("join");
+        let first = stored.store("seen live");
+        hub.publish(room, first.clone()).await.expect("publish");
+        assert_eq!(next_seq(&mut feed).await, 1);
+        // Two events whose publications were lost, and no newer one.
+        let (two, three) = (stored.store("lost 2"), stored.store("lost 3"));
+        hub.local.resync(room);
+        assert_eq!(next_seq(&mut feed).await, 2);
+        assert_eq!(next_seq(&mut feed).await, 3);
+        // The lost publications turn up late after all: dropped.
+        for env in [two, first, three] {
+            hub.local.deliver(room, env);
+        }
+        hub.publish(room, stored.store("4")).await.expect("publish");
+        assert_eq!(next_seq(&mut feed).await, 4);
+        assert!(feed.try_recv().is_err(), "nothing twice");
+    }
+
+    #[tokio::test]
+    async fn a_resync_asked_for_while_joining_runs_once_the_position_is_known() {
+        let stored = Arc::new(Stored::default());
+        let hub = hub(&InMemoryBus::new(), &stored, Duration::from_secs(30));
+        let room = RoomId::new();
+        // What `join` does, with the layer's resync arriving in between.
+        let mut feed = hub.local.insert(room);
+        hub.local.resync(room);
+        stored.store("stored after the position was read");
+        hub.local.start_at(room, 1);
+        assert_eq!(next_seq(&mut feed).await, 1);
     }
 
     #[tokio::test]

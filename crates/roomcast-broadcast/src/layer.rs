@@ -11,6 +11,16 @@ use crate::{BroadcastError, Envelope};
 /// Called from the layer's receiving task: must not block.
 pub trait Inbox: Send + Sync + 'static {
     fn deliver(&self, room: RoomId, envelope: Envelope);
+
+    /// The layer may have lost envelopes of `room` (it reconnected, its
+    /// receive buffer overflowed, or a publisher reported unsent events):
+    /// fetch what was stored meanwhile, so the room catches up even if no
+    /// newer event arrives to reveal the gap. Must not block.
+    ///
+    /// The default does nothing, for inboxes that keep no order.
+    fn resync(&self, room: RoomId) {
+        let _ = room;
+    }
 }
 
 /// Moves envelopes between the nodes serving a room. A layer is built for
@@ -31,10 +41,17 @@ pub trait ChannelLayer: Send + Sync + std::fmt::Debug + 'static {
     async fn health(&self) -> Result<(), BroadcastError>;
     /// The layer's name for logs (`memory`, `redis`).
     fn name(&self) -> &'static str;
+    /// Ends the layer's connections and background tasks (on shutdown).
+    /// Nothing is delivered afterwards. The default has nothing to end.
+    async fn close(&self) {}
 }
 
 impl<T: Inbox + ?Sized> Inbox for Arc<T> {
     fn deliver(&self, room: RoomId, envelope: Envelope) {
         (**self).deliver(room, envelope)
+    }
+
+    fn resync(&self, room: RoomId) {
+        (**self).resync(room)
     }
 }

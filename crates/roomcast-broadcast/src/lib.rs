@@ -11,6 +11,9 @@
 //!   a bounded in-process channel that every local socket of the room reads,
 //!   and puts a room's stored events back in `seq` order (filling a gap from
 //!   storage through [`Backfill`] when one does not close by itself).
+//! - [`RedisLayer`] carries envelopes between nodes over Redis pub/sub,
+//!   encoded as [`wire`] v1, and asks the hub to resync a room from storage
+//!   ([`Inbox::resync`]) whenever it may have lost something.
 //!
 //! An envelope carries the frame already serialized: one serialization per
 //! event, the same bytes for every socket.
@@ -23,9 +26,12 @@ mod error;
 mod hub;
 mod layer;
 mod memory;
+mod redis;
+pub mod wire;
 
 pub use envelope::Envelope;
 pub use error::BroadcastError;
 pub use hub::{Backfill, Hub, HubBuilder, HubConfig, RoomFeed};
 pub use layer::{ChannelLayer, Inbox};
 pub use memory::{InMemoryBus, InMemoryLayer};
+pub use redis::{RedisConfig, RedisLayer, RedisLayerError};
