@@ -344,3 +344,38 @@ async fn drain_in_order(ws: &mut Ws, after: u64) -> u64 {
     }
     next - after - 1
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_id_retried_on_another_node_yields_one_stored_message() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let nodes = fleet(temp.path(), 2, &shared_redis_url(), &unique_prefix()).await;
+    let rooms = nodes[0].fixture(1, 2).await;
+    let room = &rooms[0];
+    let mut watcher = nodes[1].connect(room, 1).await;
+    let mut first = nodes[0].connect(room, 0).await;
+    let mut with_id = text("sent once");
+    with_id["clientId"] = json!("retry-across-nodes");
+    first.send_json(with_id.clone()).await;
+    let original = first.next_json().await;
+    assert_eq!(original["clientId"], "retry-across-nodes");
+    assert_eq!(watcher.next_json().await, original);
+    // The sender lost its connection and retries through the other node.
+    drop(first);
+    let mut retry = nodes[1].connect(room, 0).await;
+    retry.send_json(with_id).await;
+    assert_eq!(
+        retry.next_json().await,
+        original,
+        "the original event, not a new one"
+    );
+    assert_eq!(
+        watcher.try_next_json(Duration::from_millis(300)).await,
+        None,
+        "nobody sees it twice"
+    );
+    assert_eq!(
+        last_seq(&nodes[0], room_id(&nodes[0], room).await).await,
+        1,
+        "one stored message"
+    );
+}
