@@ -293,3 +293,35 @@ async fn typing_is_relayed_but_not_stored() {
     assert_eq!(alice.next_json().await, typing);
     assert_eq!(post(&mut alice, "after typing").await["seq"], 1);
 }
+
+#[tokio::test]
+async fn a_flood_beyond_the_rate_limit_gets_rate_limited_errors_and_stores_nothing_extra() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let app = crate::harness::spawn_node(temp.path(), |args| args.rate_limit = Some(5)).await;
+    let rooms = app.fixture(1, 1).await;
+    let mut ws = app.connect(&rooms[0], 0).await;
+    for i in 0..30 {
+        ws.send_json(json!({"message": format!("flood {i}"), "clientId": format!("f{i}")}))
+            .await;
+    }
+    let (mut stored, mut limited) = (Vec::new(), 0);
+    for _ in 0..30 {
+        let frame = ws.next_json().await;
+        if frame["code"] == "rate_limited" {
+            assert!(
+                frame["clientId"].is_string(),
+                "the refused clientId comes back: {frame}"
+            );
+            limited += 1;
+        } else {
+            assert_eq!(frame["action"], "new", "{frame}");
+            stored.push(frame["seq"].as_u64().expect("seq"));
+        }
+    }
+    assert!(limited > 0, "a flood of 30 frames at 5/s must be limited");
+    assert_eq!(
+        stored,
+        (1..=stored.len() as u64).collect::<Vec<_>>(),
+        "what passed was stored once, in order"
+    );
+}

@@ -87,6 +87,10 @@ pub struct ServeArgs {
     /// days; unset: forever. Messages themselves are kept either way.
     #[arg(long, env = "ROOMCAST_EVENT_RETENTION_DAYS")]
     pub event_retention_days: Option<u32>,
+    /// Client frames per second one socket may send (bursts of twice that);
+    /// unset: no limit. Frames beyond get a `rate_limited` error.
+    #[arg(long, env = "ROOMCAST_RATE_LIMIT")]
+    pub rate_limit: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -128,6 +132,7 @@ impl ServeArgs {
             write_timeout_ms: 10_000,
             tcp_send_buffer: None,
             event_retention_days: None,
+            rate_limit: None,
         }
     }
 }

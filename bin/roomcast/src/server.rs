@@ -96,6 +96,7 @@ impl Server {
             secure_cookies: args.secure_cookies,
             write_timeout: std::time::Duration::from_millis(args.write_timeout_ms.max(1)),
             tcp_send_buffer_bytes: args.tcp_send_buffer,
+            max_frames_per_second: args.rate_limit.filter(|r| *r > 0),
             ..TransportConfig::default()
         };
         tracing::info!(

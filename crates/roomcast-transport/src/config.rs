@@ -71,6 +71,10 @@ pub struct TransportConfig {
     pub secure_cookies: bool,
     /// Largest HTTP request body accepted (413 beyond).
     pub max_body_bytes: usize,
+    /// Client frames per second one socket may send on average (bursts of
+    /// twice that); beyond it a frame gets a `rate_limited` error and is
+    /// dropped. `None`: no limit.
+    pub max_frames_per_second: Option<u32>,
 }
 
 impl Default for TransportConfig {
@@ -89,6 +93,7 @@ impl Default for TransportConfig {
             refresh_token_ttl: Duration::from_secs(7 * 24 * 3600),
             secure_cookies: false,
             max_body_bytes: 64 * 1024,
+            max_frames_per_second: None,
         }
     }
 }

@@ -8,7 +8,7 @@
 //! storage anything it would otherwise skip over. The same rule serves
 //! resume (`?since=N`): start at N, catch up from storage, then go live.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
@@ -22,6 +22,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
 use crate::backfill::encode_event;
+use crate::rate::TokenBucket;
 use crate::state::ConnectionSlot;
 use crate::{AppState, ShutdownMode, chat, metrics};
 
@@ -123,7 +124,33 @@ async fn read_loop(
     mut stream: SplitStream<WebSocket>,
     out: mpsc::Sender<Outgoing>,
 ) {
+    let mut bucket = app
+        .config()
+        .max_frames_per_second
+        .map(|rate| TokenBucket::new(rate, rate.saturating_mul(2), Instant::now()));
     while let Some(message) = stream.next().await {
+        if matches!(message, Ok(Message::Text(_) | Message::Binary(_)))
+            && let Some(bucket) = bucket.as_mut()
+            && !bucket.try_take(Instant::now())
+        {
+            let text = match &message {
+                Ok(Message::Text(t)) => ClientFrame::client_id_of(t.as_str()),
+                _ => None,
+            };
+            let wait = bucket.wait().as_millis().max(1);
+            let err = ErrorFrame::new(
+                ErrorCode::RateLimited,
+                format!("Too many messages; wait {wait} ms. Nothing was stored."),
+            );
+            if out
+                .send(Outgoing::Frame(error_frame(err.with_client_id(text))))
+                .await
+                .is_err()
+            {
+                break;
+            }
+            continue;
+        }
         let reply = match message {
             Ok(Message::Text(text)) => handle_text(app, user, room, text.as_str()).await,
             Ok(Message::Binary(_)) => Some(error_frame(ErrorFrame::new(

@@ -22,6 +22,7 @@ mod handshake;
 mod http;
 mod metrics;
 mod password;
+mod rate;
 mod server;
 mod state;
 
