@@ -21,36 +21,11 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::rows::{self, ACTION_DELETE, ACTION_NEW, ACTION_UPDATE, EVENT_COLUMNS};
-use crate::{NewMessage, Posted, StorageError};
+use crate::write::{WriteOp, WriteOutcome};
+use crate::{CommitPolicy, NewMessage, Posted, StorageError};
 
-/// At most this many writes share one commit, so one batch's latency stays
-/// bounded under any load.
-const MAX_BATCH: usize = 512;
 /// Writes waiting for the writer; senders wait (backpressure) beyond this.
 const QUEUE: usize = 8192;
-
-/// A write the writer task performs inside a batch.
-#[derive(Debug)]
-pub(crate) enum WriteOp {
-    Post(NewMessage),
-    Edit {
-        room: RoomId,
-        author: UserId,
-        id: MessageId,
-        body: MessageBody,
-    },
-    Delete {
-        room: RoomId,
-        author: UserId,
-        id: MessageId,
-    },
-}
-
-#[derive(Debug)]
-pub(crate) enum WriteOutcome {
-    Posted(Posted),
-    Event(Event),
-}
 
 type Reply = oneshot::Sender<Result<WriteOutcome, StorageError>>;
 
@@ -63,12 +38,17 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub(crate) async fn start(options: &SqliteConnectOptions) -> Result<Self, StorageError> {
+    /// Starts the writer task; at most `policy.max_batch` writes share one
+    /// commit (`policy.writers` does not apply: SQLite has one writer).
+    pub(crate) async fn start(
+        options: &SqliteConnectOptions,
+        policy: CommitPolicy,
+    ) -> Result<Self, StorageError> {
         let conn = SqliteConnection::connect_with(options)
             .await
             .map_err(StorageError::unavailable)?;
         let (tx, rx) = mpsc::channel(QUEUE);
-        let task = tokio::spawn(run(conn, rx));
+        let task = tokio::spawn(run(conn, rx, policy.max_batch.max(1)));
         Ok(Self { tx, task })
     }
 
@@ -94,11 +74,15 @@ fn writer_gone() -> StorageError {
     StorageError::unavailable(io::Error::other("sqlite writer stopped"))
 }
 
-async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<(WriteOp, Reply)>) {
+async fn run(
+    mut conn: SqliteConnection,
+    mut rx: mpsc::Receiver<(WriteOp, Reply)>,
+    max_batch: usize,
+) {
     let mut batch = Vec::with_capacity(64);
     while let Some(first) = rx.recv().await {
         batch.push(first);
-        while batch.len() < MAX_BATCH {
+        while batch.len() < max_batch {
             match rx.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
