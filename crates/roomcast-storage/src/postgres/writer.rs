@@ -76,6 +76,14 @@ impl Writers {
         let count = policy.writers.max(1);
         let mut shards = Vec::with_capacity(count);
         let mut tasks = Vec::with_capacity(count);
+        // Plan each batch statement for its own arguments and the tables'
+        // current size: a plan cached while the tables were empty (a fresh
+        // database, before autovacuum's first analyze) scans whole indexes
+        // and slows every batch as the log grows.
+        let options = options
+            .clone()
+            .options([("plan_cache_mode", "force_custom_plan")]);
+        let options = &options;
         for _ in 0..count {
             let conn = connect(options).await.map_err(StorageError::unavailable)?;
             let (tx, rx) = mpsc::channel(QUEUE);
