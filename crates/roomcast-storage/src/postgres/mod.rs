@@ -24,10 +24,10 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Executor, Row};
 use uuid::Uuid;
 
-use self::rows::{ACTION_NEW, EVENT_COLUMNS, MESSAGE_COLUMNS, ROOM_COLUMNS};
+use self::rows::{EVENT_COLUMNS, MESSAGE_COLUMNS, ROOM_COLUMNS};
 pub use self::scratch::TestDatabase;
 use self::writer::Writers;
-use crate::write::WriteOp;
+use crate::write::{ACTION_NEW, WriteOp};
 use crate::{
     CommitPolicy, MessageRepository, NewMessage, NewRoom, NewUser, Posted, RoomRepository,
     RoomSeed, SeededRoom, StorageError, Store, UserRepository,

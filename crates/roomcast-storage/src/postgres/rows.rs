@@ -9,10 +9,7 @@ use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
 use crate::StorageError;
-
-pub(crate) const ACTION_NEW: i16 = 1;
-pub(crate) const ACTION_UPDATE: i16 = 2;
-pub(crate) const ACTION_DELETE: i16 = 3;
+use crate::write::{ACTION_DELETE, ACTION_NEW, ACTION_UPDATE};
 
 /// Columns [`event`] reads, from `events e JOIN users u`.
 pub(crate) const EVENT_COLUMNS: &str = "e.room_id, e.seq, e.action, e.message_id, e.user_id, \

@@ -31,20 +31,18 @@
 //! visible. The connection is then dropped and the next batch reconnects,
 //! so the writer recovers by itself when the database comes back.
 
-use std::collections::HashMap;
 use std::io;
 use std::time::Duration;
 
-use roomcast_domain::{ClientId, Event, EventKind, Message, MessageId, RoomId, Timestamp, UserId};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{Connection, Row};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::rows::{self, ACTION_DELETE, ACTION_NEW, ACTION_UPDATE, EVENT_COLUMNS};
-use crate::write::{WriteOp, WriteOutcome};
-use crate::{CommitPolicy, Posted, StorageError};
+use super::rows::{self, EVENT_COLUMNS};
+use crate::write::{self, ACTION_NEW, Known, Live, Outcomes, WriteOp, WriteOutcome};
+use crate::{CommitPolicy, StorageError};
 
 /// Writes waiting for one writer; senders wait (backpressure) beyond this.
 const QUEUE: usize = 8192;
@@ -56,7 +54,6 @@ const BATCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 type Reply = oneshot::Sender<Result<WriteOutcome, StorageError>>;
 type Job = (WriteOp, Reply);
-type Outcomes = Vec<Result<WriteOutcome, StorageError>>;
 
 /// The handles to the writer tasks. Dropping it lets each task finish the
 /// writes already queued and end.
@@ -239,72 +236,9 @@ async fn attempt(
     }
 }
 
-/// A live message as the batch's checks see it.
-#[derive(Debug, Clone, Copy)]
-struct Live {
-    room: Uuid,
-    author: Uuid,
-}
-
-/// The rows a batch writes, column by column (bound as arrays).
-#[derive(Debug, Default)]
-struct Rows {
-    room_ids: Vec<Uuid>,
-    room_seqs: Vec<i64>,
-    msg_ids: Vec<Uuid>,
-    msg_rooms: Vec<Uuid>,
-    msg_users: Vec<Uuid>,
-    msg_seqs: Vec<i64>,
-    msg_bodies: Vec<String>,
-    msg_created: Vec<i64>,
-    msg_client_ids: Vec<Option<String>>,
-    edit_ids: Vec<Uuid>,
-    edit_bodies: Vec<String>,
-    edit_updated: Vec<i64>,
-    deleted: Vec<Uuid>,
-    ev_rooms: Vec<Uuid>,
-    ev_seqs: Vec<i64>,
-    ev_actions: Vec<i16>,
-    ev_messages: Vec<Uuid>,
-    ev_users: Vec<Uuid>,
-    ev_bodies: Vec<String>,
-    ev_edited: Vec<bool>,
-    ev_created: Vec<i64>,
-    ev_updated: Vec<i64>,
-    ev_client_ids: Vec<Option<String>>,
-}
-
-impl Rows {
-    #[allow(clippy::too_many_arguments)]
-    fn event(
-        &mut self,
-        room: Uuid,
-        seq: i64,
-        action: i16,
-        message: Uuid,
-        user: Uuid,
-        body: &str,
-        edited: bool,
-        created: Timestamp,
-        updated: Timestamp,
-        client_id: Option<&str>,
-    ) {
-        self.ev_rooms.push(room);
-        self.ev_seqs.push(seq);
-        self.ev_actions.push(action);
-        self.ev_messages.push(message);
-        self.ev_users.push(user);
-        self.ev_bodies.push(body.to_owned());
-        self.ev_edited.push(edited);
-        self.ev_created.push(created.unix_micros());
-        self.ev_updated.push(updated.unix_micros());
-        self.ev_client_ids.push(client_id.map(str::to_owned));
-    }
-}
-
 /// Everything the batch writes, in one statement. Data-modifying CTEs all
 /// run to completion on the same snapshot, so the parts must not touch the
-/// same row twice: the planner in [`apply`] keeps one edit per message and
+/// same row twice: the planner (`write::plan`) keeps one edit per message and
 /// none for a message it deletes. Deleted bodies are blanked in the event
 /// log (older events here, this batch's events before they are written).
 const WRITE_BATCH: &str = "\
@@ -331,56 +265,40 @@ SELECT * FROM unnest($14::uuid[], $15::int8[], $16::int2[], $17::uuid[], $18::uu
                      $20::bool[], $21::int8[], $22::int8[], $23::text[])";
 
 /// The outer error aborts the whole batch; inner ones are per write (not
-/// found, not the author) and decided before anything is written, so they
+/// found, not the author), decided before anything is written, so they
 /// leave the rest of the batch alone.
 async fn apply(conn: &mut PgConnection, ops: &[&WriteOp]) -> Result<Outcomes, Failed> {
-    let mut room_ids: Vec<Uuid> = ops.iter().map(|op| Uuid::from(op.room())).collect();
-    room_ids.sort_unstable();
-    room_ids.dedup();
-
+    let rooms = write::rooms_of(ops);
     let mut tx = conn.begin().await?;
 
     // Lock the batch's rooms in id order: writers on any connection of any
     // process take them in the same order, so they queue and never deadlock.
+    let mut known = Known::default();
     let locked = sqlx::query(
         "SELECT id, last_seq FROM rooms WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
     )
-    .bind(&room_ids)
+    .bind(&rooms)
     .fetch_all(&mut *tx)
     .await?;
-    let mut last_seq: HashMap<Uuid, i64> = HashMap::with_capacity(locked.len());
     for row in &locked {
-        last_seq.insert(row.try_get(0)?, row.try_get(1)?);
+        known.last_seq.insert(row.try_get(0)?, row.try_get(1)?);
     }
-    let locked_seq = last_seq.clone();
 
-    // `new` events already stored under the clientIds of this batch's posts.
-    // Read under the room locks: nobody else can add one meanwhile.
-    let mut seen: HashMap<(Uuid, Uuid, String), Result<Event, String>> = HashMap::new();
-    let keyed: Vec<(Uuid, Uuid, String)> = ops
-        .iter()
-        .filter_map(|op| match op {
-            WriteOp::Post(new) => new.client_id.as_ref().map(|c| {
-                (
-                    Uuid::from(new.room_id),
-                    Uuid::from(new.author.id),
-                    c.as_str().to_owned(),
-                )
-            }),
-            _ => None,
-        })
-        .collect();
-    if !keyed.is_empty() {
+    // Read under the room locks: nobody else can add or change these rows
+    // before this transaction ends.
+    let keys = write::client_keys(ops);
+    if !keys.is_empty() {
         let sql = format!(
-            "SELECT {EVENT_COLUMNS}, e.client_id AS key FROM events e JOIN users u ON u.id = e.user_id \
-             JOIN unnest($1::uuid[], $2::uuid[], $3::text[]) AS k(room_id, user_id, client_id) \
-               ON e.room_id = k.room_id AND e.user_id = k.user_id AND e.client_id = k.client_id \
+            "SELECT {EVENT_COLUMNS}, e.client_id AS key \
+             FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS k(room_id, user_id, client_id) \
+             JOIN events e ON e.room_id = k.room_id AND e.user_id = k.user_id AND e.client_id = k.client_id \
+             JOIN users u ON u.id = e.user_id \
              WHERE e.action = {ACTION_NEW}"
         );
         let found = sqlx::query(&sql)
-            .bind(keyed.iter().map(|k| k.0).collect::<Vec<_>>())
-            .bind(keyed.iter().map(|k| k.1).collect::<Vec<_>>())
-            .bind(keyed.iter().map(|k| k.2.clone()).collect::<Vec<_>>())
+            .bind(keys.iter().map(|k| k.0).collect::<Vec<_>>())
+            .bind(keys.iter().map(|k| k.1).collect::<Vec<_>>())
+            .bind(keys.into_iter().map(|k| k.2).collect::<Vec<_>>())
             .fetch_all(&mut *tx)
             .await?;
         for row in &found {
@@ -389,164 +307,28 @@ async fn apply(conn: &mut PgConnection, ops: &[&WriteOp]) -> Result<Outcomes, Fa
                 row.try_get("user_id")?,
                 row.try_get("key")?,
             );
-            seen.insert(key, rows::event(row).map_err(|e| e.to_string()));
+            known
+                .seen
+                .insert(key, rows::event(row).map_err(|e| e.to_string()));
         }
     }
-
-    // The messages this batch edits or deletes, with their room and author.
-    let targets: Vec<Uuid> = ops
-        .iter()
-        .filter_map(|op| match op {
-            WriteOp::Edit { id, .. } | WriteOp::Delete { id, .. } => Some(Uuid::from(*id)),
-            WriteOp::Post(_) => None,
-        })
-        .collect();
-    let mut live: HashMap<Uuid, Live> = HashMap::new();
+    let targets = write::targets_of(ops);
     if !targets.is_empty() {
         let found = sqlx::query("SELECT id, room_id, user_id FROM messages WHERE id = ANY($1)")
             .bind(&targets)
             .fetch_all(&mut *tx)
             .await?;
         for row in &found {
-            live.insert(
-                row.try_get(0)?,
-                Live {
-                    room: row.try_get(1)?,
-                    author: row.try_get(2)?,
-                },
-            );
+            let live = Live {
+                room: row.try_get(1)?,
+                author: row.try_get(2)?,
+            };
+            known.live.insert(row.try_get(0)?, live);
         }
     }
 
-    let mut rows = Rows::default();
-    // One edit per message: the last one of the batch wins, as it would
-    // one transaction at a time.
-    let mut edits: HashMap<Uuid, (String, i64)> = HashMap::new();
-    let mut outcomes = Vec::with_capacity(ops.len());
-    for op in ops {
-        let outcome = match op {
-            WriteOp::Post(new) => {
-                let room = Uuid::from(new.room_id);
-                let author = Uuid::from(new.author.id);
-                let key = new
-                    .client_id
-                    .as_ref()
-                    .map(|c| (room, author, c.as_str().to_owned()));
-                let earlier = key.as_ref().and_then(|k| seen.get(k));
-                if let Some(earlier) = earlier {
-                    earlier
-                        .clone()
-                        .map(|event| {
-                            WriteOutcome::Posted(Posted {
-                                event,
-                                duplicate: true,
-                            })
-                        })
-                        .map_err(StorageError::Corrupt)
-                } else if let Some(seq) = next_seq(&mut last_seq, room) {
-                    let event = post(&mut rows, new, seq);
-                    if let Some(key) = key {
-                        seen.insert(key, Ok(event.clone()));
-                    }
-                    Ok(WriteOutcome::Posted(Posted {
-                        event,
-                        duplicate: false,
-                    }))
-                } else {
-                    Err(StorageError::NotFound)
-                }
-            }
-            WriteOp::Edit {
-                room,
-                author,
-                id,
-                body,
-            } => match check(&live, *room, *author, *id)
-                .and_then(|()| next_seq(&mut last_seq, Uuid::from(*room)).ok_or(Refused::NotFound))
-            {
-                Err(e) => Err(e.into()),
-                Ok(seq) => {
-                    let now = Timestamp::now();
-                    let (room, id) = (Uuid::from(*room), Uuid::from(*id));
-                    edits.insert(id, (body.as_str().to_owned(), now.unix_micros()));
-                    rows.event(
-                        room,
-                        seq,
-                        ACTION_UPDATE,
-                        id,
-                        Uuid::from(*author),
-                        body.as_str(),
-                        true,
-                        now,
-                        now,
-                        None,
-                    );
-                    Ok(WriteOutcome::Event(Event {
-                        room_id: RoomId::from_uuid(room),
-                        seq: seq.max(0) as u64,
-                        kind: EventKind::Update {
-                            id: MessageId::from_uuid(id),
-                            body: body.as_str().to_owned(),
-                            edited: true,
-                            updated: now,
-                        },
-                    }))
-                }
-            },
-            WriteOp::Delete { room, author, id } => match check(&live, *room, *author, *id)
-                .and_then(|()| next_seq(&mut last_seq, Uuid::from(*room)).ok_or(Refused::NotFound))
-            {
-                Err(e) => Err(e.into()),
-                Ok(seq) => {
-                    let now = Timestamp::now();
-                    let (room, id) = (Uuid::from(*room), Uuid::from(*id));
-                    live.remove(&id);
-                    edits.remove(&id);
-                    rows.deleted.push(id);
-                    // Deleted content is never served again, not even the
-                    // edits this same batch logged.
-                    for (message, body) in rows.ev_messages.iter().zip(rows.ev_bodies.iter_mut()) {
-                        if *message == id {
-                            body.clear();
-                        }
-                    }
-                    rows.event(
-                        room,
-                        seq,
-                        ACTION_DELETE,
-                        id,
-                        Uuid::from(*author),
-                        "",
-                        false,
-                        now,
-                        now,
-                        None,
-                    );
-                    Ok(WriteOutcome::Event(Event {
-                        room_id: RoomId::from_uuid(room),
-                        seq: seq.max(0) as u64,
-                        kind: EventKind::Delete {
-                            id: MessageId::from_uuid(id),
-                        },
-                    }))
-                }
-            },
-        };
-        outcomes.push(outcome);
-    }
-
-    if !rows.ev_seqs.is_empty() {
-        for (room, seq) in &last_seq {
-            if locked_seq.get(room) != Some(seq) {
-                rows.room_ids.push(*room);
-                rows.room_seqs.push(*seq);
-            }
-        }
-        for (id, (body, updated)) in edits {
-            rows.edit_ids.push(id);
-            rows.edit_bodies.push(body);
-            rows.edit_updated.push(updated);
-        }
+    let (rows, outcomes) = write::plan(ops, known);
+    if !rows.is_empty() {
         sqlx::query(WRITE_BATCH)
             .bind(rows.room_ids)
             .bind(rows.room_seqs)
@@ -580,90 +362,4 @@ async fn apply(conn: &mut PgConnection, ops: &[&WriteOp]) -> Result<Outcomes, Fa
         committing: true,
     })?;
     Ok(outcomes)
-}
-
-/// A per-write refusal, decided by the planner (`Copy`, unlike
-/// `StorageError`).
-#[derive(Debug, Clone, Copy)]
-enum Refused {
-    NotFound,
-    Forbidden,
-}
-
-impl From<Refused> for StorageError {
-    fn from(r: Refused) -> Self {
-        match r {
-            Refused::NotFound => StorageError::NotFound,
-            Refused::Forbidden => StorageError::Forbidden,
-        }
-    }
-}
-
-/// Takes the room's next seq; `None` when the room does not exist.
-fn next_seq(last_seq: &mut HashMap<Uuid, i64>, room: Uuid) -> Option<i64> {
-    let seq = last_seq.get_mut(&room)?;
-    *seq += 1;
-    Some(*seq)
-}
-
-/// Checks that `id` is a live message of `room` written by `author`.
-fn check(
-    live: &HashMap<Uuid, Live>,
-    room: RoomId,
-    author: UserId,
-    id: MessageId,
-) -> Result<(), Refused> {
-    match live.get(&Uuid::from(id)) {
-        Some(m) if m.room == Uuid::from(room) => {
-            if m.author == Uuid::from(author) {
-                Ok(())
-            } else {
-                Err(Refused::Forbidden)
-            }
-        }
-        _ => Err(Refused::NotFound),
-    }
-}
-
-/// Adds a post's message and `new` event to the batch and returns the event.
-fn post(rows: &mut Rows, new: &crate::NewMessage, seq: i64) -> Event {
-    let id = MessageId::new();
-    let now = Timestamp::now();
-    let (room, author) = (Uuid::from(new.room_id), Uuid::from(new.author.id));
-    let client_id = new.client_id.as_ref().map(ClientId::as_str);
-    rows.msg_ids.push(Uuid::from(id));
-    rows.msg_rooms.push(room);
-    rows.msg_users.push(author);
-    rows.msg_seqs.push(seq);
-    rows.msg_bodies.push(new.body.as_str().to_owned());
-    rows.msg_created.push(now.unix_micros());
-    rows.msg_client_ids.push(client_id.map(str::to_owned));
-    rows.event(
-        room,
-        seq,
-        ACTION_NEW,
-        Uuid::from(id),
-        author,
-        new.body.as_str(),
-        false,
-        now,
-        now,
-        client_id,
-    );
-    Event {
-        room_id: new.room_id,
-        seq: seq.max(0) as u64,
-        kind: EventKind::New(Message {
-            id,
-            room_id: new.room_id,
-            user_id: new.author.id,
-            username: new.author.username.clone(),
-            user_avatar: new.author.avatar.clone(),
-            body: new.body.as_str().to_owned(),
-            created: now,
-            updated: now,
-            edited: false,
-            client_id: new.client_id.clone(),
-        }),
-    }
 }
