@@ -7,4 +7,5 @@ mod harness;
 mod chat;
 mod handshake;
 mod lifecycle;
+mod outage;
 mod resume;
