@@ -4,12 +4,15 @@
 
 use anyhow::bail;
 
+mod storage;
+
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         None | Some("help") => {
-            eprintln!("usage: cargo xtask bench <scenario>\n\nscenarios: (none yet)");
+            eprintln!("usage: cargo xtask bench <scenario>\n\nscenarios: storage");
             Ok(())
         }
+        Some("storage") => storage::run(&args[1..]),
         Some(other) => bail!("unknown bench scenario {other:?}"),
     }
 }
