@@ -1,11 +1,21 @@
 //! `spawn_app()` and a small WebSocket client for the tests.
+//!
+//! The backend comes from `ROOMCAST_TEST_DATABASE`: unset or `sqlite`, each
+//! app keeps an SQLite file in its data directory; `postgres`, each data
+//! directory gets a fresh database on the machine's PostgreSQL
+//! (`ROOMCAST_TEST_PG_URL`, default 127.0.0.1:5432, user postgres), dropped
+//! when the last app using it is dropped. A server restarted on the same data
+//! directory reuses that database, as it would reuse the SQLite file.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use roomcast_app::{CommonArgs, FixtureRoom, ServeArgs, Server};
+use roomcast_storage::postgres::TestDatabase;
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -22,6 +32,9 @@ pub struct TestApp {
     pub server: Option<Server>,
     pub addr: SocketAddr,
     pub dir: PathBuf,
+    /// The PostgreSQL URL the server uses; `None`: SQLite in `dir`.
+    pub database_url: Option<String>,
+    _database: Option<Arc<TestDatabase>>,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -40,11 +53,58 @@ pub struct Options {
     pub max_connections: Option<usize>,
     pub write_timeout_ms: Option<u64>,
     pub tcp_send_buffer: Option<usize>,
+    /// A database URL to use as is, whatever `ROOMCAST_TEST_DATABASE` says.
+    pub database_url: Option<String>,
+}
+
+/// Which backend the spawned servers use.
+fn backend_is_postgres() -> bool {
+    match std::env::var("ROOMCAST_TEST_DATABASE") {
+        Err(_) => false,
+        Ok(v) if v.is_empty() || v == "sqlite" => false,
+        Ok(v) if v == "postgres" => true,
+        Ok(other) => panic!("ROOMCAST_TEST_DATABASE={other:?}: expected sqlite or postgres"),
+    }
+}
+
+/// The database of a data directory: the one an earlier app on the same
+/// directory still holds, or a fresh one.
+async fn database_for(dir: &Path) -> Arc<TestDatabase> {
+    static DATABASES: OnceLock<Mutex<HashMap<PathBuf, Weak<TestDatabase>>>> = OnceLock::new();
+    let databases = DATABASES.get_or_init(Default::default);
+    let existing = databases
+        .lock()
+        .expect("database registry")
+        .get(dir)
+        .and_then(Weak::upgrade);
+    if let Some(db) = existing {
+        return db;
+    }
+    let admin = std::env::var("ROOMCAST_TEST_PG_URL")
+        .unwrap_or_else(|_| TestDatabase::DEFAULT_ADMIN_URL.into());
+    let db = Arc::new(
+        TestDatabase::create(&admin)
+            .await
+            .expect("create a test database (is PostgreSQL up on 127.0.0.1:5432?)"),
+    );
+    databases
+        .lock()
+        .expect("database registry")
+        .insert(dir.to_path_buf(), Arc::downgrade(&db));
+    db
 }
 
 pub async fn spawn_app_in(dir: &Path, options: Options) -> TestApp {
     let mut args = ServeArgs::with_data_dir(dir);
     args.common.bind = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut database = None;
+    if let Some(url) = &options.database_url {
+        args.common.database_url = Some(url.clone());
+    } else if backend_is_postgres() {
+        let db = database_for(dir).await;
+        args.common.database_url = Some(db.url().to_owned());
+        database = Some(db);
+    }
     if options.drop_on_shutdown {
         args.shutdown_mode = roomcast_app::cli::ShutdownModeArg::Drop;
     }
@@ -61,6 +121,8 @@ pub async fn spawn_app_in(dir: &Path, options: Options) -> TestApp {
         server: Some(server),
         addr,
         dir: dir.to_path_buf(),
+        database_url: args.common.database_url.clone(),
+        _database: database,
         _temp: None,
     }
 }
@@ -71,6 +133,12 @@ pub async fn spawn_app_in(dir: &Path, options: Options) -> TestApp {
 pub async fn spawn_node(dir: &Path, configure: impl FnOnce(&mut ServeArgs)) -> TestApp {
     let mut args = ServeArgs::with_data_dir(dir);
     args.common.bind = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut database = None;
+    if backend_is_postgres() {
+        let db = database_for(dir).await;
+        args.common.database_url = Some(db.url().to_owned());
+        database = Some(db);
+    }
     configure(&mut args);
     let server = Server::start(&args).await.expect("server starts");
     let addr = server.addr();
@@ -78,6 +146,8 @@ pub async fn spawn_node(dir: &Path, configure: impl FnOnce(&mut ServeArgs)) -> T
         server: Some(server),
         addr,
         dir: dir.to_path_buf(),
+        database_url: args.common.database_url.clone(),
+        _database: database,
         _temp: None,
     }
 }
@@ -91,6 +161,7 @@ impl TestApp {
     pub fn common(&self) -> CommonArgs {
         let mut args = ServeArgs::with_data_dir(&self.dir).common;
         args.bind = self.addr;
+        args.database_url = self.database_url.clone();
         args
     }
 
@@ -250,11 +321,12 @@ impl Ws {
         }
     }
 
-    /// The next text frame as JSON if one arrives within `wait`; panics on
-    /// close or error.
+    /// The next text frame as JSON, or `None` if none comes within `wait`;
+    /// panics on close or error.
     pub async fn try_next_json(&mut self, wait: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
-            match tokio::time::timeout(wait, self.inner.next()).await {
+            match tokio::time::timeout_at(deadline, self.inner.next()).await {
                 Err(_) => return None,
                 Ok(None) => panic!("socket ended"),
                 Ok(Some(Err(e))) => panic!("socket failed: {e}"),

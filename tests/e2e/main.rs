@@ -9,4 +9,5 @@ mod handshake;
 mod http_api;
 mod lifecycle;
 mod multinode;
+mod outage;
 mod resume;

@@ -1,7 +1,8 @@
 //! Roomcast's automation: `cargo xtask <task>`. Everything CI and
 //! developers run lives here, in Rust, instead of shell scripts.
 //!
-//! - `cargo xtask ci`: format check, clippy with warnings denied, all tests.
+//! - `cargo xtask ci`: format check, clippy with warnings denied, all tests,
+//!   then the end-to-end tests again on PostgreSQL.
 //!   This is what `.ci/run` and the README's test command call.
 //! - `cargo xtask bench ...`: benchmarks (never timed tests); see `bench/`.
 
@@ -42,15 +43,28 @@ fn ci() -> anyhow::Result<()> {
         "warnings",
     ])?;
     cargo(&["test", "--workspace", "--all-targets"])?;
+    // The end-to-end binary again with every server on PostgreSQL (the
+    // machine's server at 127.0.0.1:5432, a fresh database per app).
+    cargo_with(
+        &["test", "--package", "roomcast-tests", "--test", "e2e"],
+        &[("ROOMCAST_TEST_DATABASE", "postgres")],
+    )?;
     Ok(())
 }
 
 /// Runs cargo with the same toolchain that runs us.
 pub(crate) fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    cargo_with(args, &[])
+}
+
+/// Runs cargo with extra environment variables.
+pub(crate) fn cargo_with(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    eprintln!("$ cargo {}", args.join(" "));
+    let shown: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v} ")).collect();
+    eprintln!("$ {}cargo {}", shown.concat(), args.join(" "));
     let status = Command::new(&cargo)
         .args(args)
+        .envs(env.iter().copied())
         .status()
         .with_context(|| format!("running cargo {}", args.join(" ")))?;
     if !status.success() {

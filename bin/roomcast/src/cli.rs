@@ -33,7 +33,9 @@ pub struct CommonArgs {
     /// Where the embedded database and the generated JWT secret live.
     #[arg(long, env = "ROOMCAST_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
-    /// `sqlite:` URL; default: `roomcast.db` in the data directory.
+    /// `sqlite:` or `postgres://` URL; default: `roomcast.db` (SQLite) in
+    /// the data directory. A PostgreSQL database must exist; its schema is
+    /// migrated at start and by `roomcast migrate`.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
     /// HS256 signing secret; default: generated once and kept in the data

@@ -5,6 +5,9 @@
 //! and whatever must live as long as it (a temp dir, a throwaway database).
 //! The macro turns each check below into one `#[tokio::test]`, so a new
 //! backend is a new `impl` and one macro call, not new tests.
+//! [`several_handles_share_one_sequence`] needs several handles on one
+//! database (as several server processes have), so each backend's test file
+//! calls it itself.
 
 use std::collections::HashSet;
 
@@ -32,6 +35,7 @@ macro_rules! conformance_tests {
             deleted_bodies_are_never_served_again,
             client_ids_make_posts_idempotent,
             concurrent_posts_get_every_seq_exactly_once,
+            refused_writes_in_a_busy_room_fail_alone,
             history_pages_backwards_oldest_first,
             seeding_adds_and_never_breaks,
             logins_find_users_by_username_or_email,
@@ -403,9 +407,12 @@ pub async fn client_ids_make_posts_idempotent(store: Storage) {
     assert_eq!(store.last_seq(room_id).await.expect("seq"), 2);
 }
 
+/// 64 concurrent writers to one room: enough to fill group-commit batches
+/// and, on PostgreSQL, to queue on the room's row lock.
+const WRITERS: usize = 64;
+
 pub async fn concurrent_posts_get_every_seq_exactly_once(store: Storage) {
-    const WRITERS: usize = 16;
-    const EACH: usize = 25;
+    const EACH: usize = 10;
     let alice = user(&store, "alice").await;
     let room_id = room(&store, &alice, "busy").await;
     let mut tasks = Vec::new();
@@ -449,6 +456,133 @@ pub async fn concurrent_posts_get_every_seq_exactly_once(store: Storage) {
         .map(|e| e.seq)
         .collect();
     assert_eq!(logged, want);
+    assert_eq!(
+        store.last_seq(room_id).await.expect("seq"),
+        (WRITERS * EACH) as u64
+    );
+}
+
+/// Writes refused for their own reason (unknown message, not the author)
+/// arrive in the same batches as good ones: they fail alone, take no seq,
+/// and the good ones are stored.
+pub async fn refused_writes_in_a_busy_room_fail_alone(store: Storage) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let room_id = room(&store, &alice, "busy").await;
+    let (alices, _) = post(&store, room_id, &alice, "alice's").await;
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let store = store.clone();
+        let (alice, bob) = (alice.clone(), bob.clone());
+        tasks.push(tokio::spawn(async move {
+            match w % 4 {
+                0 => store
+                    .edit_message(room_id, bob.id, alices, body("not yours"))
+                    .await
+                    .map(|e| e.seq),
+                1 => store
+                    .delete_message(room_id, alice.id, MessageId::new())
+                    .await
+                    .map(|e| e.seq),
+                _ => store
+                    .post_message(NewMessage {
+                        room_id,
+                        author: alice.clone(),
+                        body: body(&format!("good {w}")),
+                        client_id: None,
+                    })
+                    .await
+                    .map(|p| p.event.seq),
+            }
+        }));
+    }
+    let mut seqs = Vec::new();
+    for (w, t) in tasks.into_iter().enumerate() {
+        let outcome = t.await.expect("writer task");
+        match w % 4 {
+            0 => assert!(
+                matches!(outcome, Err(StorageError::Forbidden)),
+                "{outcome:?}"
+            ),
+            1 => assert!(
+                matches!(outcome, Err(StorageError::NotFound)),
+                "{outcome:?}"
+            ),
+            _ => seqs.push(outcome.expect("a good post is stored")),
+        }
+    }
+    seqs.sort_unstable();
+    let good = WRITERS / 2;
+    assert_eq!(seqs, (2..=good as u64 + 1).collect::<Vec<_>>());
+    assert_eq!(store.last_seq(room_id).await.expect("seq"), good as u64 + 1);
+    let page = store.history(room_id, None, 100).await.expect("history");
+    assert_eq!(page.len(), good + 1);
+    assert_eq!(page[0].body, "alice's", "the refused edit changed nothing");
+}
+
+/// Several handles on one database, as several server processes have:
+/// 64 writers spread over them post and edit in one room, and every seq is
+/// taken exactly once, in each writer's order.
+pub async fn several_handles_share_one_sequence(handles: Vec<Storage>) {
+    const EACH: usize = 4;
+    let first = handles.first().expect("at least one handle").clone();
+    let alice = user(&first, "alice").await;
+    let room_id = room(&first, &alice, "shared").await;
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let store = handles[w % handles.len()].clone();
+        let alice = alice.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..EACH {
+                let posted = store
+                    .post_message(NewMessage {
+                        room_id,
+                        author: alice.clone(),
+                        body: body(&format!("{w}-{i}")),
+                        client_id: Some(
+                            ClientId::parse(format!("w{w}-{i}")).expect("valid client id"),
+                        ),
+                    })
+                    .await
+                    .expect("post");
+                seqs.push(posted.event.seq);
+                let edited = store
+                    .edit_message(
+                        room_id,
+                        alice.id,
+                        posted.event.message_id(),
+                        body(&format!("{w}-{i} edited")),
+                    )
+                    .await
+                    .expect("edit");
+                seqs.push(edited.seq);
+            }
+            seqs
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        let seqs = t.await.expect("writer task");
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "one writer's seqs must grow"
+        );
+        all.extend(seqs);
+    }
+    all.sort_unstable();
+    let want: Vec<u64> = (1..=(WRITERS * EACH * 2) as u64).collect();
+    assert_eq!(all, want);
+    for store in &handles {
+        let logged: Vec<u64> = store
+            .events_since(room_id, 0, 10_000)
+            .await
+            .expect("since")
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(logged, want, "every handle sees the same log");
+    }
 }
 
 pub async fn history_pages_backwards_oldest_first(store: Storage) {

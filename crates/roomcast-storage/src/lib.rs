@@ -3,8 +3,9 @@
 //! The repository traits ([`UserRepository`], [`RoomRepository`],
 //! [`MessageRepository`], bundled as [`Store`]) are the swap point: the
 //! server holds an `Arc<dyn Store>` and never names a backend. The embedded
-//! SQLite backend is the default; every backend passes the same
-//! [`conformance`] suite.
+//! SQLite backend is the default; PostgreSQL ([`PgStore`]) is the
+//! production backend for several server processes. Every backend passes
+//! the same [`conformance`] suite.
 //!
 //! Invariants:
 //! - A room's `seq` is assigned in the transaction that stores the event, so
@@ -18,14 +19,17 @@ pub mod conformance;
 mod credentials;
 mod error;
 mod model;
+pub mod postgres;
 mod repository;
 pub mod sqlite;
+mod write;
 
 use std::sync::Arc;
 
 pub use credentials::{Credentials, NewRefreshToken, RefreshRefusal};
 pub use error::StorageError;
-pub use model::{NewMessage, NewRoom, NewUser, Posted, RoomSeed, SeededRoom};
+pub use model::{CommitPolicy, NewMessage, NewRoom, NewUser, Posted, RoomSeed, SeededRoom};
+pub use postgres::PgStore;
 pub use repository::{
     CredentialRepository, MessageRepository, RoomRepository, Store, UserRepository,
 };
@@ -36,18 +40,22 @@ pub type Storage = Arc<dyn Store>;
 
 /// Opens the backend a database URL names, creating and migrating it.
 ///
-/// `sqlite:` URLs (and bare paths) open the embedded backend.
+/// `sqlite:` URLs open the embedded backend, `postgres:`/`postgresql:` URLs
+/// the PostgreSQL one (the database must exist; its schema is migrated).
 pub async fn connect(url: &str) -> Result<Storage, StorageError> {
+    connect_with(url, CommitPolicy::default()).await
+}
+
+/// [`connect`] with another commit policy (benchmarks, tuning).
+pub async fn connect_with(url: &str, policy: CommitPolicy) -> Result<Storage, StorageError> {
     if url.starts_with("sqlite:") {
-        return Ok(Arc::new(SqliteStore::open(url).await?));
+        return Ok(Arc::new(SqliteStore::open_with(url, policy).await?));
     }
     if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        return Err(StorageError::Unsupported(
-            "PostgreSQL support is not built yet; use a sqlite: URL".to_owned(),
-        ));
+        return Ok(Arc::new(PgStore::open_with(url, policy).await?));
     }
     Err(StorageError::Unsupported(format!(
-        "unknown database URL scheme in {:?}; expected sqlite:",
+        "unknown database URL scheme in {:?}; expected sqlite: or postgres:",
         url.split(':').next().unwrap_or_default()
     )))
 }

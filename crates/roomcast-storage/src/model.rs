@@ -58,3 +58,37 @@ pub struct SeededRoom {
     pub room: Room,
     pub members: Vec<User>,
 }
+
+/// How a backend commits message writes (posts, edits, deletes).
+///
+/// Why it is configurable at all: the benchmark compares group commit with
+/// one commit per write, and operators may want more PostgreSQL writer
+/// connections on a machine with more cores. The default is what production
+/// runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitPolicy {
+    /// At most this many writes share one transaction: it bounds one
+    /// batch's latency under any load. 1 means one commit per write.
+    pub max_batch: usize,
+    /// Writer connections, each committing its own batches (PostgreSQL; the
+    /// SQLite backend always has one writer). A room always goes to the
+    /// same writer, so a room's writes of one process stay in order.
+    pub writers: usize,
+}
+
+impl CommitPolicy {
+    /// One commit per write: the behaviour group commit is measured against.
+    pub const ONE_PER_WRITE: CommitPolicy = CommitPolicy {
+        max_batch: 1,
+        writers: 1,
+    };
+}
+
+impl Default for CommitPolicy {
+    fn default() -> Self {
+        CommitPolicy {
+            max_batch: 512,
+            writers: 1,
+        }
+    }
+}

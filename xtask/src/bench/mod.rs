@@ -5,14 +5,16 @@
 use anyhow::bail;
 
 mod layer;
+mod storage;
 
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         None | Some("help") => {
-            eprintln!("usage: cargo xtask bench <scenario>\n\nscenarios: (none yet)");
+            eprintln!("usage: cargo xtask bench <scenario>\n\nscenarios: layer, storage");
             Ok(())
         }
         Some("layer") => layer::run(&args[1..]),
+        Some("storage") => storage::run(&args[1..]),
         Some(other) => bail!("unknown bench scenario {other:?}"),
     }
 }

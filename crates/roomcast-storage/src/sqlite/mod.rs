@@ -23,10 +23,11 @@ use sqlx::{Row, SqlitePool};
 use uuid::Uuid;
 
 use self::rows::{EVENT_COLUMNS, MESSAGE_COLUMNS, ROOM_COLUMNS};
-use self::writer::{WriteOp, WriteOutcome, Writer};
+use self::writer::Writer;
+use crate::write::{WriteOp, WriteOutcome};
 use crate::{
-    MessageRepository, NewMessage, NewRoom, NewUser, Posted, RoomRepository, RoomSeed, SeededRoom,
-    StorageError, Store, UserRepository,
+    CommitPolicy, MessageRepository, NewMessage, NewRoom, NewUser, Posted, RoomRepository,
+    RoomSeed, SeededRoom, StorageError, Store, UserRepository,
 };
 
 type Result<T> = std::result::Result<T, StorageError>;
@@ -46,6 +47,11 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) and migrates the database at a `sqlite:` URL.
     pub async fn open(url: &str) -> Result<Self> {
+        Self::open_with(url, CommitPolicy::default()).await
+    }
+
+    /// [`open`](Self::open) with another commit policy (benchmarks).
+    pub async fn open_with(url: &str, policy: CommitPolicy) -> Result<Self> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| StorageError::Unsupported(format!("bad SQLite URL: {e}")))?
             .create_if_missing(true)
@@ -64,7 +70,7 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(StorageError::unavailable)?;
-        let writer = Writer::start(&options).await?;
+        let writer = Writer::start(&options, policy).await?;
         Ok(Self { pool, writer })
     }
 
@@ -352,12 +358,7 @@ impl RoomRepository for SqliteStore {
 #[async_trait]
 impl MessageRepository for SqliteStore {
     async fn post_message(&self, new: NewMessage) -> Result<Posted> {
-        match self.write(WriteOp::Post(new)).await? {
-            WriteOutcome::Posted(p) => Ok(p),
-            WriteOutcome::Event(_) => {
-                Err(StorageError::Corrupt("writer answered out of kind".into()))
-            }
-        }
+        self.write(WriteOp::Post(new)).await?.posted()
     }
 
     async fn edit_message(
@@ -367,29 +368,20 @@ impl MessageRepository for SqliteStore {
         id: MessageId,
         body: MessageBody,
     ) -> Result<Event> {
-        match self
-            .write(WriteOp::Edit {
-                room,
-                author,
-                id,
-                body,
-            })
-            .await?
-        {
-            WriteOutcome::Event(e) => Ok(e),
-            WriteOutcome::Posted(_) => {
-                Err(StorageError::Corrupt("writer answered out of kind".into()))
-            }
-        }
+        self.write(WriteOp::Edit {
+            room,
+            author,
+            id,
+            body,
+        })
+        .await?
+        .event()
     }
 
     async fn delete_message(&self, room: RoomId, author: UserId, id: MessageId) -> Result<Event> {
-        match self.write(WriteOp::Delete { room, author, id }).await? {
-            WriteOutcome::Event(e) => Ok(e),
-            WriteOutcome::Posted(_) => {
-                Err(StorageError::Corrupt("writer answered out of kind".into()))
-            }
-        }
+        self.write(WriteOp::Delete { room, author, id })
+            .await?
+            .event()
     }
 
     async fn events_since(&self, room: RoomId, after: Seq, limit: u32) -> Result<Vec<Event>> {

@@ -6,51 +6,32 @@
 //! previous one, so throughput grows with load while each write is still
 //! acknowledged only after its own commit. At low load a batch is one write
 //! and adds no delay: nothing waits for a timer. SQLite allows one writer at
-//! a time anyway, so a single writing connection also makes the room's
-//! `seq` trivially gap-free.
+//! a time anyway (`BEGIN IMMEDIATE` takes the file's write lock, so writers
+//! of other processes queue behind it), which makes the room's `seq`
+//! gap-free.
+//!
+//! A batch costs a fixed number of statements whatever its size, like the
+//! PostgreSQL writer: read what the checks need (rows passed in as one JSON
+//! array through `json_each`), decide every write in Rust
+//! (`write::plan`), then one statement per table. Each sqlx call is a hop
+//! to the connection's worker thread, so statements per write, not SQL,
+//! were what capped a batch.
 
 use std::io;
 
-use roomcast_domain::{
-    ClientId, Event, EventKind, Message, MessageBody, MessageId, RoomId, Timestamp, UserId,
-};
+use serde_json::{Value, json};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{Connection, Row};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::rows::{self, ACTION_DELETE, ACTION_NEW, ACTION_UPDATE, EVENT_COLUMNS};
-use crate::{NewMessage, Posted, StorageError};
+use super::rows::{self, ACTION_NEW, EVENT_COLUMNS};
+use crate::write::{self, Known, Live, Outcomes, WriteOp, WriteOutcome};
+use crate::{CommitPolicy, StorageError};
 
-/// At most this many writes share one commit, so one batch's latency stays
-/// bounded under any load.
-const MAX_BATCH: usize = 512;
 /// Writes waiting for the writer; senders wait (backpressure) beyond this.
 const QUEUE: usize = 8192;
-
-/// A write the writer task performs inside a batch.
-#[derive(Debug)]
-pub(crate) enum WriteOp {
-    Post(NewMessage),
-    Edit {
-        room: RoomId,
-        author: UserId,
-        id: MessageId,
-        body: MessageBody,
-    },
-    Delete {
-        room: RoomId,
-        author: UserId,
-        id: MessageId,
-    },
-}
-
-#[derive(Debug)]
-pub(crate) enum WriteOutcome {
-    Posted(Posted),
-    Event(Event),
-}
 
 type Reply = oneshot::Sender<Result<WriteOutcome, StorageError>>;
 
@@ -63,12 +44,17 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub(crate) async fn start(options: &SqliteConnectOptions) -> Result<Self, StorageError> {
+    /// Starts the writer task; at most `policy.max_batch` writes share one
+    /// commit (`policy.writers` does not apply: SQLite has one writer).
+    pub(crate) async fn start(
+        options: &SqliteConnectOptions,
+        policy: CommitPolicy,
+    ) -> Result<Self, StorageError> {
         let conn = SqliteConnection::connect_with(options)
             .await
             .map_err(StorageError::unavailable)?;
         let (tx, rx) = mpsc::channel(QUEUE);
-        let task = tokio::spawn(run(conn, rx));
+        let task = tokio::spawn(run(conn, rx, policy.max_batch.max(1)));
         Ok(Self { tx, task })
     }
 
@@ -94,11 +80,15 @@ fn writer_gone() -> StorageError {
     StorageError::unavailable(io::Error::other("sqlite writer stopped"))
 }
 
-async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<(WriteOp, Reply)>) {
+async fn run(
+    mut conn: SqliteConnection,
+    mut rx: mpsc::Receiver<(WriteOp, Reply)>,
+    max_batch: usize,
+) {
     let mut batch = Vec::with_capacity(64);
     while let Some(first) = rx.recv().await {
         batch.push(first);
-        while batch.len() < MAX_BATCH {
+        while batch.len() < max_batch {
             match rx.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
@@ -134,271 +124,187 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<(WriteOp, Rep
 }
 
 /// The outer error aborts the whole batch; inner ones are per write (not
-/// found, not the author) and leave the rest of the batch alone because each
-/// write checks before it changes anything.
-async fn apply(
-    conn: &mut SqliteConnection,
-    ops: &[&WriteOp],
-) -> Result<Vec<Result<WriteOutcome, StorageError>>, sqlx::Error> {
+/// found, not the author), decided before anything is written, so they
+/// leave the rest of the batch alone.
+async fn apply(conn: &mut SqliteConnection, ops: &[&WriteOp]) -> Result<Outcomes, sqlx::Error> {
     sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-    let mut outcomes = Vec::with_capacity(ops.len());
-    for op in ops {
-        let outcome = match op {
-            WriteOp::Post(new) => post(conn, new).await?.map(WriteOutcome::Posted),
-            WriteOp::Edit {
-                room,
-                author,
-                id,
-                body,
-            } => edit(conn, *room, *author, *id, body)
-                .await?
-                .map(WriteOutcome::Event),
-            WriteOp::Delete { room, author, id } => delete(conn, *room, *author, *id)
-                .await?
-                .map(WriteOutcome::Event),
-        };
-        outcomes.push(outcome);
+    let mut known = Known::default();
+
+    let rooms: Vec<Value> = write::rooms_of(ops).iter().map(hex).collect();
+    let found = sqlx::query(
+        "SELECT id, last_seq FROM rooms WHERE id IN (SELECT unhex(value) FROM json_each(?))",
+    )
+    .bind(Value::from(rooms).to_string())
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in &found {
+        known.last_seq.insert(row.try_get(0)?, row.try_get(1)?);
+    }
+
+    let keys = write::client_keys(ops);
+    if !keys.is_empty() {
+        let keys: Vec<Value> = keys
+            .iter()
+            .map(|(room, user, cid)| json!([hex(room), hex(user), cid]))
+            .collect();
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS}, e.client_id AS key FROM json_each(?) k \
+             JOIN events e ON e.room_id = unhex(k.value ->> 0) \
+               AND e.user_id = unhex(k.value ->> 1) AND e.client_id = k.value ->> 2 \
+             JOIN users u ON u.id = e.user_id \
+             WHERE e.action = {ACTION_NEW}"
+        );
+        let found = sqlx::query(&sql)
+            .bind(Value::from(keys).to_string())
+            .fetch_all(&mut *conn)
+            .await?;
+        for row in &found {
+            let key = (
+                row.try_get("room_id")?,
+                row.try_get("user_id")?,
+                row.try_get("key")?,
+            );
+            known
+                .seen
+                .insert(key, rows::event(row).map_err(|e| e.to_string()));
+        }
+    }
+
+    let targets = write::targets_of(ops);
+    if !targets.is_empty() {
+        let ids: Vec<Value> = targets.iter().map(hex).collect();
+        let found = sqlx::query(
+            "SELECT id, room_id, user_id FROM messages \
+             WHERE id IN (SELECT unhex(value) FROM json_each(?))",
+        )
+        .bind(Value::from(ids).to_string())
+        .fetch_all(&mut *conn)
+        .await?;
+        for row in &found {
+            let live = Live {
+                room: row.try_get(1)?,
+                author: row.try_get(2)?,
+            };
+            known.live.insert(row.try_get(0)?, live);
+        }
+    }
+
+    let (rows, outcomes) = write::plan(ops, known);
+    if !rows.is_empty() {
+        write_rows(conn, rows).await?;
     }
     sqlx::query("COMMIT").execute(&mut *conn).await?;
     Ok(outcomes)
 }
 
-type Step<T> = Result<Result<T, StorageError>, sqlx::Error>;
-
-/// Takes the room's next seq; `None` when the room does not exist.
-async fn next_seq(conn: &mut SqliteConnection, room: RoomId) -> Result<Option<u64>, sqlx::Error> {
-    let row =
-        sqlx::query("UPDATE rooms SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq")
-            .bind(Uuid::from(room))
-            .fetch_optional(&mut *conn)
-            .await?;
-    Ok(row.map(|r| r.get::<i64, _>(0).max(0) as u64))
+/// A uuid as the hex string `unhex()` turns back into the stored blob.
+fn hex(id: &Uuid) -> Value {
+    Value::from(id.simple().to_string())
 }
 
-async fn post(conn: &mut SqliteConnection, new: &NewMessage) -> Step<Posted> {
-    if let Some(client_id) = &new.client_id
-        && let Some(event) = event_by_client_id(conn, new.room_id, new.author.id, client_id).await?
-    {
-        return Ok(event.map(|event| Posted {
-            event,
-            duplicate: true,
-        }));
-    }
-    let Some(seq) = next_seq(conn, new.room_id).await? else {
-        return Ok(Err(StorageError::NotFound));
-    };
-    let id = MessageId::new();
-    let now = Timestamp::now();
-    let client_id = new.client_id.as_ref().map(ClientId::as_str);
+/// Writes a planned batch, one statement per table, rows as JSON arrays.
+/// Order matters here (SQLite runs them one after the other): deleted
+/// bodies are blanked after this batch's events are in.
+async fn write_rows(conn: &mut SqliteConnection, rows: write::Rows) -> Result<(), sqlx::Error> {
+    let seqs: Vec<Value> = rows
+        .room_ids
+        .iter()
+        .zip(&rows.room_seqs)
+        .map(|(id, seq)| json!([hex(id), seq]))
+        .collect();
     sqlx::query(
-        "INSERT INTO messages (id, room_id, user_id, seq, body, created_at, updated_at, edited, client_id) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)",
+        "UPDATE rooms SET last_seq = v.value ->> 1 FROM json_each(?) v \
+         WHERE rooms.id = unhex(v.value ->> 0)",
     )
-    .bind(Uuid::from(id))
-    .bind(Uuid::from(new.room_id))
-    .bind(Uuid::from(new.author.id))
-    .bind(seq as i64)
-    .bind(new.body.as_str())
-    .bind(now.unix_micros())
-    .bind(now.unix_micros())
-    .bind(client_id)
+    .bind(Value::from(seqs).to_string())
     .execute(&mut *conn)
     .await?;
-    insert_event(
-        conn,
-        new.room_id,
-        seq,
-        ACTION_NEW,
-        id,
-        new.author.id,
-        new.body.as_str(),
-        false,
-        now,
-        now,
-        client_id,
-    )
-    .await?;
-    let message = Message {
-        id,
-        room_id: new.room_id,
-        user_id: new.author.id,
-        username: new.author.username.clone(),
-        user_avatar: new.author.avatar.clone(),
-        body: new.body.as_str().to_owned(),
-        created: now,
-        updated: now,
-        edited: false,
-        client_id: new.client_id.clone(),
-        seq,
-    };
-    let event = Event {
-        room_id: new.room_id,
-        seq,
-        kind: EventKind::New(message),
-    };
-    Ok(Ok(Posted {
-        event,
-        duplicate: false,
-    }))
-}
 
-async fn event_by_client_id(
-    conn: &mut SqliteConnection,
-    room: RoomId,
-    author: UserId,
-    client_id: &ClientId,
-) -> Result<Option<Result<Event, StorageError>>, sqlx::Error> {
-    let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM events e JOIN users u ON u.id = e.user_id \
-         WHERE e.room_id = ? AND e.user_id = ? AND e.client_id = ? AND e.action = {ACTION_NEW}"
-    );
-    let row = sqlx::query(&sql)
-        .bind(Uuid::from(room))
-        .bind(Uuid::from(author))
-        .bind(client_id.as_str())
-        .fetch_optional(&mut *conn)
+    if !rows.msg_ids.is_empty() {
+        let posted: Vec<Value> = (0..rows.msg_ids.len())
+            .map(|i| {
+                json!([
+                    hex(&rows.msg_ids[i]),
+                    hex(&rows.msg_rooms[i]),
+                    hex(&rows.msg_users[i]),
+                    rows.msg_seqs[i],
+                    rows.msg_bodies[i],
+                    rows.msg_created[i],
+                    rows.msg_client_ids[i],
+                ])
+            })
+            .collect();
+        sqlx::query(
+            "INSERT INTO messages (id, room_id, user_id, seq, body, created_at, updated_at, edited, client_id) \
+             SELECT unhex(v.value ->> 0), unhex(v.value ->> 1), unhex(v.value ->> 2), v.value ->> 3, \
+                    v.value ->> 4, v.value ->> 5, v.value ->> 5, 0, v.value ->> 6 \
+             FROM json_each(?) v",
+        )
+        .bind(Value::from(posted).to_string())
+        .execute(&mut *conn)
         .await?;
-    Ok(row.map(|r| rows::event(&r)))
-}
+    }
 
-#[allow(clippy::too_many_arguments)]
-async fn insert_event(
-    conn: &mut SqliteConnection,
-    room: RoomId,
-    seq: u64,
-    action: i64,
-    id: MessageId,
-    user: UserId,
-    body: &str,
-    edited: bool,
-    created: Timestamp,
-    updated: Timestamp,
-    client_id: Option<&str>,
-) -> Result<(), sqlx::Error> {
+    if !rows.edit_ids.is_empty() {
+        let edits: Vec<Value> = (0..rows.edit_ids.len())
+            .map(|i| {
+                json!([
+                    hex(&rows.edit_ids[i]),
+                    rows.edit_bodies[i],
+                    rows.edit_updated[i]
+                ])
+            })
+            .collect();
+        sqlx::query(
+            "UPDATE messages SET body = v.value ->> 1, edited = 1, updated_at = v.value ->> 2 \
+             FROM json_each(?) v WHERE messages.id = unhex(v.value ->> 0)",
+        )
+        .bind(Value::from(edits).to_string())
+        .execute(&mut *conn)
+        .await?;
+    }
+
+    let events: Vec<Value> = (0..rows.ev_seqs.len())
+        .map(|i| {
+            json!([
+                hex(&rows.ev_rooms[i]),
+                rows.ev_seqs[i],
+                rows.ev_actions[i],
+                hex(&rows.ev_messages[i]),
+                hex(&rows.ev_users[i]),
+                rows.ev_bodies[i],
+                rows.ev_edited[i],
+                rows.ev_created[i],
+                rows.ev_updated[i],
+                rows.ev_client_ids[i],
+            ])
+        })
+        .collect();
     sqlx::query(
         "INSERT INTO events (room_id, seq, action, message_id, user_id, body, edited, created_at, updated_at, client_id) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         SELECT unhex(v.value ->> 0), v.value ->> 1, v.value ->> 2, unhex(v.value ->> 3), \
+                unhex(v.value ->> 4), v.value ->> 5, v.value ->> 6, v.value ->> 7, v.value ->> 8, \
+                v.value ->> 9 \
+         FROM json_each(?) v",
     )
-    .bind(Uuid::from(room))
-    .bind(seq as i64)
-    .bind(action)
-    .bind(Uuid::from(id))
-    .bind(Uuid::from(user))
-    .bind(body)
-    .bind(edited)
-    .bind(created.unix_micros())
-    .bind(updated.unix_micros())
-    .bind(client_id)
+    .bind(Value::from(events).to_string())
     .execute(&mut *conn)
     .await?;
+
+    if !rows.deleted.is_empty() {
+        // Deleted content is never served again, not even by a replay.
+        let ids = Value::from(rows.deleted.iter().map(hex).collect::<Vec<_>>()).to_string();
+        sqlx::query("DELETE FROM messages WHERE id IN (SELECT unhex(value) FROM json_each(?))")
+            .bind(&ids)
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query(
+            "UPDATE events SET body = '' \
+             WHERE message_id IN (SELECT unhex(value) FROM json_each(?)) AND body <> ''",
+        )
+        .bind(&ids)
+        .execute(&mut *conn)
+        .await?;
+    }
     Ok(())
-}
-
-/// Checks that `id` is a live message of `room` written by `author`.
-async fn check_author(
-    conn: &mut SqliteConnection,
-    room: RoomId,
-    author: UserId,
-    id: MessageId,
-) -> Step<()> {
-    let row = sqlx::query("SELECT user_id FROM messages WHERE id = ? AND room_id = ?")
-        .bind(Uuid::from(id))
-        .bind(Uuid::from(room))
-        .fetch_optional(&mut *conn)
-        .await?;
-    Ok(match row {
-        None => Err(StorageError::NotFound),
-        Some(r) if r.get::<Uuid, _>(0) != Uuid::from(author) => Err(StorageError::Forbidden),
-        Some(_) => Ok(()),
-    })
-}
-
-async fn edit(
-    conn: &mut SqliteConnection,
-    room: RoomId,
-    author: UserId,
-    id: MessageId,
-    body: &MessageBody,
-) -> Step<Event> {
-    if let Err(e) = check_author(conn, room, author, id).await? {
-        return Ok(Err(e));
-    }
-    let Some(seq) = next_seq(conn, room).await? else {
-        return Ok(Err(StorageError::NotFound));
-    };
-    let now = Timestamp::now();
-    sqlx::query("UPDATE messages SET body = ?, edited = 1, updated_at = ? WHERE id = ?")
-        .bind(body.as_str())
-        .bind(now.unix_micros())
-        .bind(Uuid::from(id))
-        .execute(&mut *conn)
-        .await?;
-    insert_event(
-        conn,
-        room,
-        seq,
-        ACTION_UPDATE,
-        id,
-        author,
-        body.as_str(),
-        true,
-        now,
-        now,
-        None,
-    )
-    .await?;
-    let kind = EventKind::Update {
-        id,
-        body: body.as_str().to_owned(),
-        edited: true,
-        updated: now,
-    };
-    Ok(Ok(Event {
-        room_id: room,
-        seq,
-        kind,
-    }))
-}
-
-async fn delete(
-    conn: &mut SqliteConnection,
-    room: RoomId,
-    author: UserId,
-    id: MessageId,
-) -> Step<Event> {
-    if let Err(e) = check_author(conn, room, author, id).await? {
-        return Ok(Err(e));
-    }
-    let Some(seq) = next_seq(conn, room).await? else {
-        return Ok(Err(StorageError::NotFound));
-    };
-    let now = Timestamp::now();
-    sqlx::query("DELETE FROM messages WHERE id = ?")
-        .bind(Uuid::from(id))
-        .execute(&mut *conn)
-        .await?;
-    // Deleted content is never served again, not even by a replay.
-    sqlx::query("UPDATE events SET body = '' WHERE message_id = ?")
-        .bind(Uuid::from(id))
-        .execute(&mut *conn)
-        .await?;
-    insert_event(
-        conn,
-        room,
-        seq,
-        ACTION_DELETE,
-        id,
-        author,
-        "",
-        false,
-        now,
-        now,
-        None,
-    )
-    .await?;
-    Ok(Ok(Event {
-        room_id: room,
-        seq,
-        kind: EventKind::Delete { id },
-    }))
 }
