@@ -38,11 +38,13 @@ pub async fn spawn_app() -> TestApp {
 pub struct Options {
     pub drop_on_shutdown: bool,
     pub max_connections: Option<usize>,
+    /// Listen on this port instead of a random one (a restart in place).
+    pub port: Option<u16>,
 }
 
 pub async fn spawn_app_in(dir: &Path, options: Options) -> TestApp {
     let mut args = ServeArgs::with_data_dir(dir);
-    args.common.bind = SocketAddr::from(([127, 0, 0, 1], 0));
+    args.common.bind = SocketAddr::from(([127, 0, 0, 1], options.port.unwrap_or(0)));
     if options.drop_on_shutdown {
         args.shutdown_mode = roomcast_app::cli::ShutdownModeArg::Drop;
     }

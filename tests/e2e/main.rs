@@ -5,6 +5,7 @@
 mod harness;
 
 mod chat;
+mod client;
 mod handshake;
 mod lifecycle;
 mod resume;
