@@ -4,6 +4,8 @@
 //! - `cargo xtask ci`: format check, clippy with warnings denied, all tests.
 //!   This is what `.ci/run` and the README's test command call.
 //! - `cargo xtask bench ...`: benchmarks (never timed tests); see `bench/`.
+//! - `cargo xtask audit --fixture FILE`: checks a server's stored event log
+//!   (every room replayed from seq 0: no gap, no repeat).
 
 use std::process::{Command, ExitCode};
 
@@ -16,8 +18,9 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("bench") => bench::run(&args[1..]),
+        Some("audit") => bench::audit_command(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <ci | bench ...>");
+            eprintln!("usage: cargo xtask <ci | bench ... | audit ...>");
             return ExitCode::from(2);
         }
     };
@@ -33,7 +36,14 @@ fn main() -> ExitCode {
 /// The checks a change must pass to land.
 fn ci() -> anyhow::Result<()> {
     cargo(&["fmt", "--all", "--", "--check"])?;
-    cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
     cargo(&["test", "--workspace", "--all-targets"])?;
     Ok(())
 }
