@@ -57,7 +57,12 @@ async fn measure(
     let since = plan.since_zero.then_some(0);
     let (sockets, connected) = traffic::connect_all(fixture, addr, since, concurrency).await?;
     let tag = plan.tag.clone();
-    let outcome = traffic::run(fixture, sockets, plan).await?;
+    let server_cpu = target.cpu_secs();
+    let bench_cpu = server::cpu_secs("/proc/self/stat");
+    let mut outcome = traffic::run(fixture, sockets, plan).await?;
+    let used = |before: Option<f64>, after: Option<f64>| Some(after? - before?);
+    outcome.server_cpu_secs = used(server_cpu, target.cpu_secs());
+    outcome.bench_cpu_secs = used(bench_cpu, server::cpu_secs("/proc/self/stat"));
     let truth = if outcome.has_seq() {
         audit::truth_from_storage(fixture, &tag).await?
     } else {
@@ -85,6 +90,9 @@ fn health(outcome: &Outcome) -> Value {
         "connect_failures": sum(|m| u64::from(m.connect_failures)),
         "members_timed_out": sum(|m| u64::from(m.timed_out)),
         "seq_seen": outcome.has_seq(),
+        "server_cpu_secs": outcome.server_cpu_secs,
+        "bench_cpu_secs": outcome.bench_cpu_secs,
+        "run_secs": outcome.run_secs,
     })
 }
 
@@ -178,6 +186,9 @@ struct FanoutRow {
     latency: Value,
     audit: Audit,
     health: Value,
+    /// CPU used per second of the run, server and load tool.
+    server_cores: Option<f64>,
+    bench_cores: Option<f64>,
 }
 
 impl FanoutRow {
@@ -192,6 +203,9 @@ impl FanoutRow {
             ms(&self.latency, "max_ms"),
         ];
         cells.extend(audit_cells(&self.audit));
+        let cores = |c: Option<f64>| c.map_or("-".into(), |c| format!("{c:.2}"));
+        cells.push(cores(self.server_cores));
+        cells.push(cores(self.bench_cores));
         cells
     }
 
@@ -206,7 +220,7 @@ impl FanoutRow {
     }
 }
 
-const FANOUT_HEADERS: [&str; 11] = [
+const FANOUT_HEADERS: [&str; 13] = [
     "offered/s",
     "delivered/s",
     "p50 ms",
@@ -218,6 +232,8 @@ const FANOUT_HEADERS: [&str; 11] = [
     "dup",
     "disorder",
     "other",
+    "srv cores",
+    "bench cores",
 ];
 
 async fn fanout_step(
@@ -240,9 +256,12 @@ async fn fanout_step(
     };
     let (outcome, audit, _) = measure(target, plan, 256).await?;
     warn_unclean(&audit, &outcome);
+    let run_secs = outcome.run_secs;
     Ok(FanoutRow {
+        server_cores: outcome.server_cpu_secs.map(|c| c / run_secs),
+        bench_cores: outcome.bench_cpu_secs.map(|c| c / run_secs),
         offered: rate,
-        achieved: outcome.deliveries() as f64 / outcome.send_window.as_secs_f64(),
+        achieved: outcome.deliveries_per_sec(),
         latency: report::latency(&outcome.hist),
         health: health(&outcome),
         audit,
@@ -428,7 +447,7 @@ async fn storm(opts: &Opts) -> anyhow::Result<()> {
         secs(&back).map_or("-".into(), |s| format!("{s:.2}")),
         resumed.len().to_string(),
         secs(&resumed).map_or("-".into(), |s| format!("{s:.2}")),
-        f1(outcome.deliveries() as f64 / duration.as_secs_f64()),
+        f1(outcome.deliveries_per_sec()),
         ms(&latency, "p99_ms"),
         ms(&latency, "max_ms"),
     ];

@@ -117,6 +117,11 @@ impl Target {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
+    /// CPU seconds (user + system) the server has used so far.
+    pub fn cpu_secs(&self) -> Option<f64> {
+        cpu_secs(&format!("/proc/{}/stat", self.pid()?))
+    }
+
     pub fn name(&self) -> &str {
         &self.fixture().name
     }
@@ -222,6 +227,17 @@ impl Drop for Roomcast {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// User + system CPU seconds of a process, from its `stat` file
+/// (fields 14 and 15, in clock ticks of 1/100 s on Linux).
+pub fn cpu_secs(stat_path: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(stat_path).ok()?;
+    // The command name (field 2) may hold spaces: count after its `)`.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
 }
 
 fn free_port() -> anyhow::Result<u16> {

@@ -52,6 +52,8 @@ pub struct MemberReport {
     pub room: usize,
     /// This run's message keys, in arrival order.
     pub keys: Vec<u64>,
+    /// When the last of them arrived.
+    pub last_delivery: Option<Instant>,
     pub hist: Histogram<u64>,
     pub errors: u64,
     pub reconnects: u32,
@@ -70,11 +72,32 @@ pub struct Outcome {
     pub sent: Vec<u64>,
     pub members: Vec<MemberReport>,
     pub send_window: Duration,
+    /// When the first send was scheduled.
+    pub start: Instant,
+    /// From the start to the last member finishing (drain included).
+    pub run_secs: f64,
+    /// CPU seconds used during the run (filled in by the caller).
+    pub server_cpu_secs: Option<f64>,
+    pub bench_cpu_secs: Option<f64>,
 }
 
 impl Outcome {
     pub fn deliveries(&self) -> u64 {
         self.members.iter().map(|m| m.keys.len() as u64).sum()
+    }
+
+    /// Deliveries per second over the send window, or over the time until
+    /// the last delivery when the server fell behind and delivered later.
+    pub fn deliveries_per_sec(&self) -> f64 {
+        let span = self
+            .members
+            .iter()
+            .filter_map(|m| m.last_delivery)
+            .max()
+            .map_or(Duration::ZERO, |last| {
+                last.saturating_duration_since(self.start)
+            });
+        self.deliveries() as f64 / span.max(self.send_window).as_secs_f64()
     }
 
     pub fn has_seq(&self) -> bool {
@@ -207,6 +230,7 @@ pub async fn run(fixture: &Fixture, sockets: Vec<Vec<Ws>>, plan: Plan) -> anyhow
     for task in tasks {
         members.push(task.await?);
     }
+    let run_secs = start.elapsed().as_secs_f64();
     let mut hist = histogram();
     for m in &members {
         hist.add(&m.hist)?;
@@ -216,6 +240,10 @@ pub async fn run(fixture: &Fixture, sockets: Vec<Vec<Ws>>, plan: Plan) -> anyhow
         sent: ctx.sent.iter().map(|s| s.load(Ordering::Relaxed)).collect(),
         members,
         send_window: ctx.plan.duration,
+        start,
+        run_secs,
+        server_cpu_secs: None,
+        bench_cpu_secs: None,
     })
 }
 
@@ -228,6 +256,7 @@ async fn member(ctx: Arc<Ctx>, r: usize, m: usize, socket: Ws) -> MemberReport {
     let mut report = MemberReport {
         room: r,
         keys: Vec::new(),
+        last_delivery: None,
         hist: histogram(),
         errors: 0,
         reconnects: 0,
@@ -350,7 +379,9 @@ async fn member(ctx: Arc<Ctx>, r: usize, m: usize, socket: Ws) -> MemberReport {
                         && room == r
                     {
                         report.keys.push(key);
-                        let micros = nanos(&ctx, Instant::now()).saturating_sub(t) / 1_000;
+                        let now = Instant::now();
+                        report.last_delivery = Some(now);
+                        let micros = nanos(&ctx, now).saturating_sub(t) / 1_000;
                         let _ = report.hist.record(micros.max(1));
                     }
                 }
