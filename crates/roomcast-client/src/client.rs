@@ -543,7 +543,121 @@ async fn connect(config: &ClientConfig, since: Seq) -> Result<Socket, ClientErro
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex as StdMutex;
+
+    use tokio::net::TcpListener;
+    use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+
     use super::*;
+    use crate::{Backoff, ClientEvent};
+
+    /// A scripted server: accepts one socket per script step and reports
+    /// the request URI it was opened with. (The callback's error type is
+    /// tungstenite's HTTP response, large by design.)
+    #[allow(clippy::result_large_err)]
+    async fn accept(listener: &TcpListener, uris: &StdMutex<Vec<String>>) -> Socket2 {
+        let (tcp, _) = listener.accept().await.expect("accept");
+        let callback = |req: &Request, res: Response| {
+            uris.lock().expect("lock").push(req.uri().to_string());
+            Ok(res)
+        };
+        tokio_tungstenite::accept_hdr_async(tcp, callback)
+            .await
+            .expect("upgrade")
+    }
+
+    type Socket2 = WebSocketStream<TcpStream>;
+
+    async fn next_text(socket: &mut Socket2) -> serde_json::Value {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    return serde_json::from_str(t.as_str()).expect("json");
+                }
+                Some(Ok(_)) => continue,
+                other => panic!("expected a frame, got {other:?}"),
+            }
+        }
+    }
+
+    fn new_event(seq: Seq, body: &str, client_id: &str) -> String {
+        serde_json::json!({
+            "type": "chat_message", "action": "new",
+            "id": format!("0190a6a0-0000-7000-8000-{seq:012}"),
+            "user": "alice", "user_id": "0190a6a0-0000-7000-8000-0000000000aa",
+            "body": body, "created": "2024-05-01T12:00:00.000000+00:00", "edited": false,
+            "updated": "2024-05-01T12:00:00.000000+00:00", "userAvatar": null,
+            "seq": seq, "clientId": client_id
+        })
+        .to_string()
+    }
+
+    #[tokio::test]
+    async fn an_unconfirmed_send_goes_again_with_its_client_id_after_a_drop_and_resumes_after_the_last_seq()
+     {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let config = ClientConfig::new(
+            &format!("ws://{addr}/ws/chat"),
+            "alice",
+            "room",
+            Auth::Bearer("t".into()),
+        )
+        .expect("config")
+        .with_backoff(Backoff {
+            base: Duration::from_millis(5),
+            max: Duration::from_millis(20),
+        });
+        let (client, mut events) = Client::connect(config);
+        let uris = StdMutex::new(Vec::new());
+
+        // First connection: one event arrives, then a send the server
+        // "stores" but the socket drops before the answer.
+        let mut first = accept(&listener, &uris).await;
+        first
+            .send(Message::text(new_event(1, "earlier", "other")))
+            .await
+            .expect("send");
+        let client_id = client.send("hello").await.expect("send");
+        let frame = next_text(&mut first).await;
+        assert_eq!(frame["clientId"], client_id.as_str());
+        assert_eq!(frame["message"], "hello");
+        drop(first);
+
+        // Second connection: resumes after seq 1 and sends the same frame.
+        let mut second = accept(&listener, &uris).await;
+        let again = next_text(&mut second).await;
+        assert_eq!(again["clientId"], client_id.as_str());
+        // The server answers a duplicate with the original event; a stale
+        // copy of an older event is dropped.
+        second
+            .send(Message::text(new_event(1, "earlier", "other")))
+            .await
+            .expect("send");
+        second
+            .send(Message::text(new_event(2, "hello", &client_id)))
+            .await
+            .expect("send");
+
+        let mut seqs = Vec::new();
+        while seqs.last() != Some(&2) {
+            let event = tokio::time::timeout(Duration::from_secs(5), events.next())
+                .await
+                .expect("in time")
+                .expect("running");
+            if let ClientEvent::Frame(frame @ ServerFrame::Message(_)) = event {
+                seqs.push(frame.seq().expect("seq"));
+            }
+        }
+        assert_eq!(seqs, [1, 2]);
+        assert!(client.pending().is_empty());
+        let uris = uris.lock().expect("lock").clone();
+        assert_eq!(
+            uris,
+            ["/ws/chat/alice/room?since=0", "/ws/chat/alice/room?since=1"]
+        );
+        client.close().await;
+    }
 
     #[test]
     fn client_frames_are_the_seeds_with_a_client_id() {
