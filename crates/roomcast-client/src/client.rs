@@ -66,8 +66,9 @@ pub struct Events {
 }
 
 impl Events {
-    /// The next event; `None` once the client has stopped and every event
-    /// has been read.
+    /// The next event; `None` once the client was closed or dropped, its
+    /// task has ended and every event has been read. (A client that
+    /// stopped for good says so first with `Status(Failed)`.)
     pub async fn next(&mut self) -> Option<ClientEvent> {
         match self.rx.recv().await {
             Ok(event) => Some(event),

@@ -149,10 +149,19 @@ impl Roomcast {
             .as_nanos();
         let dir =
             std::env::temp_dir().join(format!("roomcast-bench-{}-{stamp}", std::process::id()));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let started = Self::start_in(bin, &dir, rooms, members);
+        if started.is_err() {
+            // Once `Roomcast` exists its drop removes the folder; before, here.
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        started
+    }
+
+    fn start_in(bin: &Path, dir: &Path, rooms: usize, members: usize) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let port = free_port()?;
         let bind = format!("127.0.0.1:{port}");
-        let common = ["--data-dir", path_str(&dir)?, "--bind", &bind];
+        let common = ["--data-dir", path_str(dir)?, "--bind", &bind];
         let out = Command::new(bin)
             .arg("fixture")
             .args(common)
@@ -171,7 +180,8 @@ impl Roomcast {
         }
         let fixture: Fixture =
             serde_json::from_slice(&out.stdout).context("decoding the fixture document")?;
-        let log = std::fs::File::create(dir.join("server.log"))?;
+        let log_path = dir.join("server.log");
+        let log = std::fs::File::create(&log_path)?;
         let mut child = Command::new(bin)
             .arg("serve")
             .args(common)
@@ -183,7 +193,7 @@ impl Roomcast {
         let mut server = Roomcast {
             child: None,
             stdout: None,
-            dir,
+            dir: dir.to_path_buf(),
             fixture,
         };
         let stdout = child.stdout.take().context("no stdout")?;
@@ -197,10 +207,9 @@ impl Roomcast {
             std::io::copy(&mut stdout, &mut std::io::sink())
         }));
         if !line.contains("listening") {
-            bail!(
-                "roomcast serve did not start: {line:?}; see {}",
-                server.dir.join("server.log").display()
-            );
+            // The log goes with the data directory when `server` drops.
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            bail!("roomcast serve did not start: {line:?}\n{log}");
         }
         Ok(server)
     }

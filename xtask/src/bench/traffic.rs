@@ -271,6 +271,7 @@ async fn member(ctx: Arc<Ctx>, r: usize, m: usize, socket: Ws) -> MemberReport {
     let mut awaiting_sync = false;
     let sender = m == 0;
     let rooms = ctx.sent.len() as f64;
+    let open_loop = matches!(ctx.plan.pacing, Pacing::Open { .. });
     let (interval, window) = match ctx.plan.pacing {
         Pacing::Open { per_room_hz } => (
             Duration::from_secs_f64(1.0 / per_room_hz.max(1e-6)),
@@ -286,9 +287,10 @@ async fn member(ctx: Arc<Ctx>, r: usize, m: usize, socket: Ws) -> MemberReport {
     loop {
         let now = Instant::now();
         let sending = sender
-            && match ctx.plan.pacing {
-                Pacing::Open { .. } => next < ctx.end,
-                Pacing::Closed { .. } => now < ctx.end,
+            && if open_loop {
+                next < ctx.end
+            } else {
+                now < ctx.end
             };
         if sender && !sending {
             ctx.done[r].store(true, Ordering::Relaxed);
@@ -327,7 +329,7 @@ async fn member(ctx: Arc<Ctx>, r: usize, m: usize, socket: Ws) -> MemberReport {
         };
         let may_send = sending && sent - (report.keys.len() as u64).min(sent) < window;
         let wake = if may_send {
-            if window == u64::MAX { next } else { now }
+            if open_loop { next } else { now }
         } else if now >= ctx.end {
             now + Duration::from_millis(20)
         } else {
@@ -342,7 +344,7 @@ async fn member(ctx: Arc<Ctx>, r: usize, m: usize, socket: Ws) -> MemberReport {
             }
             () = tokio::time::sleep_until(wake) => {
                 if may_send {
-                    let at = if window == u64::MAX { next } else { Instant::now() };
+                    let at = if open_loop { next } else { Instant::now() };
                     let frame = ws::text_frame(&ctx.plan.tag, r, sent, nanos(&ctx, at));
                     sent += 1;
                     ctx.sent[r].fetch_add(1, Ordering::Relaxed);
