@@ -55,6 +55,8 @@ pub struct Options {
     pub tcp_send_buffer: Option<usize>,
     /// A database URL to use as is, whatever `ROOMCAST_TEST_DATABASE` says.
     pub database_url: Option<String>,
+    /// Listen on this port instead of a random one (a restart in place).
+    pub port: Option<u16>,
 }
 
 /// Which backend the spawned servers use.
@@ -96,7 +98,7 @@ async fn database_for(dir: &Path) -> Arc<TestDatabase> {
 
 pub async fn spawn_app_in(dir: &Path, options: Options) -> TestApp {
     let mut args = ServeArgs::with_data_dir(dir);
-    args.common.bind = SocketAddr::from(([127, 0, 0, 1], 0));
+    args.common.bind = SocketAddr::from(([127, 0, 0, 1], options.port.unwrap_or(0)));
     let mut database = None;
     if let Some(url) = &options.database_url {
         args.common.database_url = Some(url.clone());

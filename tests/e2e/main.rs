@@ -5,6 +5,7 @@
 mod harness;
 
 mod chat;
+mod client;
 mod handshake;
 mod http_api;
 mod lifecycle;

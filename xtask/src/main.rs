@@ -5,6 +5,8 @@
 //!   then the end-to-end tests again on PostgreSQL.
 //!   This is what `.ci/run` and the README's test command call.
 //! - `cargo xtask bench ...`: benchmarks (never timed tests); see `bench/`.
+//! - `cargo xtask audit --fixture FILE`: checks a server's stored event log
+//!   (every room replayed from seq 0: no gap, no repeat).
 
 use std::process::{Command, ExitCode};
 
@@ -17,8 +19,9 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("bench") => bench::run(&args[1..]),
+        Some("audit") => bench::audit_command(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <ci | bench ...>");
+            eprintln!("usage: cargo xtask <ci | bench ... | audit ...>");
             return ExitCode::from(2);
         }
     };

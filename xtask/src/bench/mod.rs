@@ -1,20 +1,154 @@
 //! `cargo xtask bench <scenario>`: benchmarks, run by hand or in a
 //! dedicated job, never as timed tests. Each scenario prints a table and
 //! writes its numbers, with the git revision, under `bench/results/`.
+//!
+//! The load tool shares the machine with the server, so it is lean: it
+//! re-runs itself as a release build, uses one current-thread runtime
+//! (`--threads N` for more), builds each frame once, and reads only seed
+//! fields to measure (`seq` only for the audit and resume, when present).
+//! Without `--fixture FILE` it builds Roomcast in release mode and starts
+//! it on a temporary data directory (SQLite, in-memory layer) seeded with
+//! `roomcast fixture`; with it, any server that speaks the seed protocol
+//! and prints a FIXTURE.md document can be driven.
 
-use anyhow::bail;
-
+mod audit;
 mod layer;
+mod report;
+mod scenarios;
+mod server;
 mod storage;
+mod traffic;
+mod ws;
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::str::FromStr;
+
+use anyhow::{Context, bail};
+
+const USAGE: &str = "usage: cargo xtask bench <scenario> [--option value ...]
+
+scenarios:
+  connections  idle sockets: server memory per connection, connects/s
+               --connections 15000 --concurrency 256
+  fanout       M rooms x K members, one open-loop sender per room
+               --rooms 50 --members 10 --rate 1000 (deliveries/s) --duration 10
+  saturation   fanout with the rate stepped up until p99 passes --p99-ms 50
+               --rooms 50 --members 10 --start 10000 --step 10000 --max 200000 --duration 5
+  persisted    closed loop: one sender per room with --window 4 in flight
+               --rooms 50 --members 1 --duration 10
+  storm        every socket dropped at once with traffic running; time to resume
+               --rooms 1000 --members 10 --rate 2000 --duration 8 --storm-at 3
+  all          connections, fanout at 1000 and 10000, saturation, persisted, storm
+
+every scenario:
+  --fixture FILE    drive the server FILE describes instead of starting Roomcast
+  --server-pid PID  with --fixture: the process whose memory to read
+  --threads N       load-tool runtime threads (default 1)
+
+cargo xtask audit --fixture FILE: replay every room (?since=0) and check
+its seq log has no gap and no repeat.";
+
+/// `--name value` pairs.
+#[derive(Debug, Default)]
+pub(crate) struct Opts {
+    values: HashMap<String, String>,
+}
+
+impl Opts {
+    fn parse(args: &[String]) -> anyhow::Result<Self> {
+        let mut values = HashMap::new();
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            let name = arg
+                .strip_prefix("--")
+                .with_context(|| format!("unexpected argument {arg:?}\n\n{USAGE}"))?;
+            let value = it
+                .next()
+                .with_context(|| format!("--{name} needs a value"))?;
+            values.insert(name.to_owned(), value.clone());
+        }
+        Ok(Self { values })
+    }
+
+    pub(crate) fn get<T: FromStr>(&self, name: &str, default: T) -> anyhow::Result<T>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.values.get(name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--{name} {v:?}: {e}")),
+        }
+    }
+
+    pub(crate) fn text(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(String::as_str)
+    }
+}
 
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
-    match args.first().map(String::as_str) {
-        None | Some("help") => {
-            eprintln!("usage: cargo xtask bench <scenario>\n\nscenarios: layer, storage");
-            Ok(())
-        }
-        Some("layer") => layer::run(&args[1..]),
-        Some("storage") => storage::run(&args[1..]),
-        Some(other) => bail!("unknown bench scenario {other:?}"),
+    let Some(scenario) = args.first().map(String::as_str) else {
+        eprintln!("{USAGE}");
+        return Ok(());
+    };
+    if scenario == "help" || scenario == "--help" {
+        eprintln!("{USAGE}");
+        return Ok(());
     }
+    // In-process component benchmarks, with their own options.
+    match scenario {
+        "storage" => return storage::run(&args[1..]),
+        "layer" => return layer::run(&args[1..]),
+        _ => {}
+    }
+    if cfg!(debug_assertions) {
+        return rerun_in_release("bench", args);
+    }
+    let opts = Opts::parse(&args[1..])?;
+    let runtime = runtime(&opts)?;
+    runtime.block_on(scenarios::run(scenario, &opts))
+}
+
+/// `cargo xtask audit --fixture FILE`.
+pub(crate) fn audit_command(args: &[String]) -> anyhow::Result<()> {
+    if cfg!(debug_assertions) {
+        return rerun_in_release("audit", args);
+    }
+    let opts = Opts::parse(args)?;
+    let path = opts.text("fixture").context("audit needs --fixture FILE")?;
+    let runtime = runtime(&opts)?;
+    runtime.block_on(scenarios::audit_log(path))
+}
+
+fn runtime(opts: &Opts) -> anyhow::Result<tokio::runtime::Runtime> {
+    let threads: usize = opts.get("threads", 1)?;
+    let mut builder = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    builder.enable_all().build().context("starting the runtime")
+}
+
+/// A debug build would measure itself: run the same command from a
+/// release build of xtask instead.
+fn rerun_in_release(task: &str, args: &[String]) -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!(
+        "$ cargo run --release -p xtask -- {task} {}",
+        args.join(" ")
+    );
+    let status = Command::new(cargo)
+        .args(["run", "--release", "--quiet", "-p", "xtask", "--", task])
+        .args(args)
+        .status()
+        .context("running the release build of xtask")?;
+    if !status.success() {
+        bail!("{task} failed ({status})");
+    }
+    Ok(())
 }
