@@ -34,6 +34,11 @@ pub(crate) struct Session {
     pub since: Option<Seq>,
     pub expires: Option<time::OffsetDateTime>,
     pub slot: ConnectionSlot,
+    /// The room's feed, joined before the handshake was answered.
+    pub feed: RoomFeed,
+    /// The room's seq when the feed was joined: the socket sends every
+    /// event after it (or after `since`).
+    pub current: Seq,
 }
 
 /// PROTOCOL.md section 5.
@@ -75,25 +80,17 @@ pub(crate) async fn run(app: AppState, socket: WebSocket, session: Session) {
         since,
         expires,
         slot,
+        feed,
+        current,
     } = session;
     let _slot = slot;
     let (sink, stream) = socket.split();
     let mut sink = sink;
-    let feed = match app.hub().join(room.id).await {
-        Ok(feed) => feed,
-        Err(e) => {
-            tracing::warn!(error = %e, room = %room.id, "cannot join room group");
-            let _ = send_close(&mut sink, close::TRY_AGAIN, "Try again later.").await;
-            return;
-        }
-    };
     tracing::debug!(user = %user.username, room = %room.id, "socket open");
     metrics::connection_opened();
-    // Fix the socket's starting seq (and replay what `since` asks for)
-    // before reading any client frame: otherwise the client's own first
-    // message could be committed before the start is read, and be skipped
-    // as "already sent".
-    let started = start(&app, &room, since, &mut sink).await;
+    // Replay what `since` asks for before reading any client frame, so the
+    // client's own new messages come after the replay.
+    let started = start(&app, &room, since, current, &mut sink).await;
     let (out_tx, out_rx) = mpsc::channel(32);
     let reader = read_loop(&app, &user, &room, stream, out_tx);
     let writer = write_loop(&app, &user, &room, started, expires, feed, out_rx, sink);
@@ -320,12 +317,9 @@ async fn start(
     app: &AppState,
     room: &Room,
     since: Option<Seq>,
+    current: Seq,
     sink: &mut SplitSink<WebSocket, Message>,
 ) -> Result<Seq, End> {
-    let current = app.storage().last_seq(room.id).await.map_err(|e| {
-        tracing::warn!(error = %e, "cannot read the room's position");
-        End::Close(close::TRY_AGAIN, "Storage unavailable; try again.")
-    })?;
     let Some(since) = since else {
         return Ok(current);
     };

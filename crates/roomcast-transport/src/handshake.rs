@@ -1,11 +1,14 @@
 //! `GET /ws/chat/{host}/{slug}`: every check happens before the upgrade, so
 //! a refusal is a plain HTTP status with a JSON body (PROTOCOL.md section 1).
 
+use std::sync::{Arc, Mutex};
+
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Path, Query, State, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::http::header::ORIGIN;
 use axum::response::{IntoResponse, Response};
+use roomcast_broadcast::RoomFeed;
 use roomcast_domain::{Room, RoomSlug, Seq, User, Username};
 use serde::Deserialize;
 
@@ -48,14 +51,28 @@ pub(crate) async fn ws_chat(
                 return ApiError::unavailable("The server is at its connection limit.")
                     .into_response();
             };
+            // Join the room and read its position before answering the
+            // handshake: a client that sees 101 gets every event stored
+            // after that, even one posted the next instant by someone else.
+            let (feed, current) = match join_at_current(&app, &room).await {
+                Ok(joined) => joined,
+                Err(refusal) => return refusal.into_response(),
+            };
             let expires = expiry_of(&app, &headers);
-            let config = app.config();
-            let session = Session {
-                user,
-                room,
-                since,
-                expires,
-                slot,
+            let config = app.config().clone();
+            // The feed goes to the socket, or back to the hub if the
+            // upgrade fails (the client vanished mid-handshake).
+            let pending = Arc::new(Mutex::new(Some(feed)));
+            let on_failure = {
+                let (pending, app) = (pending.clone(), app.clone());
+                move |e: axum::Error| {
+                    tracing::debug!(error = %e, "upgrade failed");
+                    let feed = pending.lock().ok().and_then(|mut p| p.take());
+                    if let Some(feed) = feed {
+                        let hub = app.hub().clone();
+                        app.sockets().spawn(async move { hub.leave(feed).await });
+                    }
+                }
             };
             let tracker = app.sockets().clone();
             upgrade
@@ -64,7 +81,23 @@ pub(crate) async fn ws_chat(
                 .max_write_buffer_size(config.max_write_buffer_bytes)
                 .max_message_size(config.max_message_bytes)
                 .max_frame_size(config.max_message_bytes)
-                .on_upgrade(move |socket| tracker.track_future(consumer::run(app, socket, session)))
+                .on_failed_upgrade(on_failure)
+                .on_upgrade(move |socket| {
+                    let feed = pending.lock().ok().and_then(|mut p| p.take());
+                    tracker.track_future(async move {
+                        let Some(feed) = feed else { return };
+                        let session = Session {
+                            user,
+                            room,
+                            since,
+                            expires,
+                            slot,
+                            feed,
+                            current,
+                        };
+                        consumer::run(app, socket, session).await
+                    })
+                })
         }
     }
 }
@@ -113,6 +146,21 @@ async fn admit(
         ));
     }
     Ok((user, room, since))
+}
+
+/// Subscribes to the room's feed, then reads where the room stands.
+async fn join_at_current(app: &AppState, room: &Room) -> Result<(RoomFeed, Seq), ApiError> {
+    let feed = app.hub().join(room.id).await.map_err(|e| {
+        tracing::warn!(error = %e, room = %room.id, "cannot join room group");
+        ApiError::unavailable("Cannot join the room right now; try again.")
+    })?;
+    match app.storage().last_seq(room.id).await {
+        Ok(current) => Ok((feed, current)),
+        Err(e) => {
+            app.hub().leave(feed).await;
+            Err(e.into())
+        }
+    }
 }
 
 /// When the connection's token expires: the socket closes then (1008).
