@@ -247,6 +247,19 @@ async fn a_database_outage_answers_unavailable_promptly_and_heals_by_itself() {
         failed.len()
     );
 
+    // While it is down, the node says it is not ready, and why.
+    let readyz = reqwest::get(format!("http://{}/readyz", app.addr))
+        .await
+        .expect("readyz");
+    assert_eq!(readyz.status().as_u16(), 503);
+    let reason: Value = readyz.json().await.expect("JSON body");
+    assert!(
+        reason["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("storage")),
+        "{reason}"
+    );
+
     // Back up: the same socket works again, without any restart of ours.
     {
         let pg = Arc::clone(&pg);
@@ -321,6 +334,14 @@ async fn a_database_outage_answers_unavailable_promptly_and_heals_by_itself() {
 
     // And in the tables: one live message per event, last_seq on the last.
     check_tables(&pg.url(), &room.host, &room.slug, total).await;
+    let readyz = reqwest::get(format!("http://{}/readyz", app.addr))
+        .await
+        .expect("readyz");
+    assert_eq!(
+        readyz.status().as_u16(),
+        200,
+        "ready again once the database is back"
+    );
     drop(app);
 }
 
