@@ -24,11 +24,15 @@ pub(crate) async fn post(
         body,
         client_id,
     };
-    let posted = app.storage().post_message(new).await?;
-    if !posted.duplicate {
-        publish(app, room, &posted.event).await;
-    }
-    Ok(posted)
+    let room = room.clone();
+    detached(app, move |app| async move {
+        let posted = app.storage().post_message(new).await?;
+        if !posted.duplicate {
+            publish(&app, &room, &posted.event).await;
+        }
+        Ok(posted)
+    })
+    .await
 }
 
 pub(crate) async fn edit(
@@ -38,12 +42,16 @@ pub(crate) async fn edit(
     id: MessageId,
     body: MessageBody,
 ) -> Result<Event, StorageError> {
-    let event = app
-        .storage()
-        .edit_message(room.id, author.id, id, body)
-        .await?;
-    publish(app, room, &event).await;
-    Ok(event)
+    let (room, author) = (room.clone(), author.id);
+    detached(app, move |app| async move {
+        let event = app
+            .storage()
+            .edit_message(room.id, author, id, body)
+            .await?;
+        publish(&app, &room, &event).await;
+        Ok(event)
+    })
+    .await
 }
 
 pub(crate) async fn delete(
@@ -52,9 +60,31 @@ pub(crate) async fn delete(
     room: &Room,
     id: MessageId,
 ) -> Result<Event, StorageError> {
-    let event = app.storage().delete_message(room.id, author.id, id).await?;
-    publish(app, room, &event).await;
-    Ok(event)
+    let (room, author) = (room.clone(), author.id);
+    detached(app, move |app| async move {
+        let event = app.storage().delete_message(room.id, author, id).await?;
+        publish(&app, &room, &event).await;
+        Ok(event)
+    })
+    .await
+}
+
+/// Runs "store, then publish" as its own task, tracked with the sockets so
+/// shutdown waits for it. Why: the caller (a socket's reader, an HTTP
+/// handler) may be dropped at any await when its client goes away; a write
+/// that commits after that must still be broadcast, or the room would not
+/// see a stored event until a later one revealed the gap.
+async fn detached<T, F, Fut>(app: &AppState, work: F) -> Result<T, StorageError>
+where
+    T: Send + 'static,
+    F: FnOnce(AppState) -> Fut,
+    Fut: Future<Output = Result<T, StorageError>> + Send + 'static,
+{
+    let task = app.sockets().spawn(work(app.clone()));
+    match task.await {
+        Ok(result) => result,
+        Err(e) => Err(StorageError::Unavailable(Box::new(e))),
+    }
 }
 
 /// Broadcasts a stored event. A layer failure is logged, not reported to
