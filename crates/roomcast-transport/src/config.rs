@@ -83,7 +83,7 @@ impl Default for TransportConfig {
             allowed_origins: AllowedOrigins::List(Vec::new()),
             max_connections: 100_000,
             max_message_bytes: 64 * 1024,
-            socket_buffer_bytes: 4 * 1024,
+            socket_buffer_bytes: 1024,
             max_write_buffer_bytes: 256 * 1024,
             tcp_send_buffer_bytes: None,
             write_timeout: Duration::from_secs(10),

@@ -90,7 +90,7 @@ pub(crate) async fn run(app: AppState, socket: WebSocket, session: Session) {
     metrics::connection_opened();
     // Replay what `since` asks for before reading any client frame, so the
     // client's own new messages come after the replay.
-    let started = start(&app, &room, since, current, &mut sink).await;
+    let started = Box::pin(start(&app, &room, since, current, &mut sink)).await;
     let (out_tx, out_rx) = mpsc::channel(32);
     let reader = read_loop(&app, &user, &room, stream, out_tx);
     let writer = write_loop(&app, &user, &room, started, expires, feed, out_rx, sink);
@@ -149,7 +149,9 @@ async fn read_loop(
             continue;
         }
         let reply = match message {
-            Ok(Message::Text(text)) => handle_text(app, user, room, text.as_str()).await,
+            // Boxed: the handling state lives on the heap only while a frame
+            // is being handled, so an idle socket's task stays small.
+            Ok(Message::Text(text)) => Box::pin(handle_text(app, user, room, text.as_str())).await,
             Ok(Message::Binary(_)) => Some(error_frame(ErrorFrame::new(
                 ErrorCode::BadFrame,
                 "Invalid frame: binary frames are not supported.",
@@ -440,7 +442,7 @@ impl Writer<'_> {
                     return Ok(()); // already sent (replay, or a duplicate)
                 }
                 if seq > self.last + 1 {
-                    self.catch_up(seq - 1).await?;
+                    Box::pin(self.catch_up(seq - 1)).await?;
                 }
                 self.push(utf8(frame)).await?;
                 self.last = seq;
