@@ -19,10 +19,10 @@ use roomcast_domain::wire::{ChatEvent, ClientFrame, ErrorCode, ErrorFrame, Serve
 use roomcast_domain::{Event, Room, Seq, User};
 use roomcast_storage::StorageError;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::mpsc;
 
 use crate::backfill::encode_event;
 use crate::rate::TokenBucket;
+use crate::replies::{self, ReplyReceiver, ReplySender};
 use crate::state::ConnectionSlot;
 use crate::{AppState, ShutdownMode, chat, metrics};
 
@@ -91,7 +91,7 @@ pub(crate) async fn run(app: AppState, socket: WebSocket, session: Session) {
     // Replay what `since` asks for before reading any client frame, so the
     // client's own new messages come after the replay.
     let started = Box::pin(start(&app, &room, since, current, &mut sink)).await;
-    let (out_tx, out_rx) = mpsc::channel(32);
+    let (out_tx, out_rx) = replies::queue(32);
     let reader = read_loop(&app, &user, &room, stream, out_tx);
     let writer = write_loop(&app, &user, &room, started, expires, feed, out_rx, sink);
     // The writer ends the session: when it stops, the reader is dropped.
@@ -119,7 +119,7 @@ async fn read_loop(
     user: &User,
     room: &Room,
     mut stream: SplitStream<WebSocket>,
-    out: mpsc::Sender<Outgoing>,
+    out: ReplySender<Outgoing>,
 ) {
     let mut bucket = app
         .config()
@@ -281,7 +281,7 @@ async fn write_loop(
     started: Result<Seq, End>,
     expires: Option<time::OffsetDateTime>,
     mut feed: RoomFeed,
-    mut out: mpsc::Receiver<Outgoing>,
+    mut out: ReplyReceiver<Outgoing>,
     mut sink: SplitSink<WebSocket, Message>,
 ) -> RoomFeed {
     let end = match started {
@@ -384,7 +384,7 @@ impl Writer<'_> {
         user: &User,
         expires: Option<time::OffsetDateTime>,
         feed: &mut RoomFeed,
-        out: &mut mpsc::Receiver<Outgoing>,
+        out: &mut ReplyReceiver<Outgoing>,
     ) -> End {
         let shutdown = self.app.shutdown_token().clone();
         let expiry = token_expiry(expires);

@@ -23,6 +23,7 @@ mod http;
 mod metrics;
 mod password;
 mod rate;
+mod replies;
 mod server;
 mod state;
 
