@@ -175,3 +175,17 @@ async fn the_connection_limit_refuses_with_503() {
         .expect("refused at the limit");
     assert_eq!(refusal.status, 503);
 }
+
+#[tokio::test]
+async fn the_seed_url_works_with_or_without_a_trailing_slash() {
+    let app = spawn_app().await;
+    let rooms = app.fixture(1, 1).await;
+    let room = &rooms[0];
+    let cookie = format!("JWT={}", room.members[0].token);
+    let url = format!("{}/", app.ws_url(&room.host, &room.slug));
+    let mut ws = Ws::connect(&url, &[("Cookie", &cookie), ("Origin", &app.origin())])
+        .await
+        .expect("accepted with a trailing slash");
+    ws.send_json(json!({"message": "slash"})).await;
+    assert_eq!(ws.next_json().await["body"], "slash");
+}

@@ -17,6 +17,8 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.config().max_body_bytes;
     Router::new()
         .route("/ws/chat/{host}/{slug}", get(handshake::ws_chat))
+        // Django routes usually end in a slash; accept the seed's URL either way.
+        .route("/ws/chat/{host}/{slug}/", get(handshake::ws_chat))
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
         .route("/metrics", get(http::metrics))
