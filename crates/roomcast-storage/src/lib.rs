@@ -21,6 +21,7 @@ mod error;
 mod model;
 pub mod postgres;
 mod repository;
+mod rows;
 pub mod sqlite;
 mod write;
 

@@ -8,7 +8,7 @@
 //! group-commit [`writer`], whose connections reconnect by themselves.
 
 mod credentials;
-mod rows;
+
 mod scratch;
 mod writer;
 
@@ -25,9 +25,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Executor, Row};
 use uuid::Uuid;
 
-use self::rows::{EVENT_COLUMNS, MESSAGE_COLUMNS, ROOM_COLUMNS};
 pub use self::scratch::TestDatabase;
 use self::writer::Writers;
+use crate::rows::{self, EVENT_COLUMNS, MESSAGE_COLUMNS, ROOM_COLUMNS};
 use crate::write::{ACTION_NEW, WriteOp};
 use crate::{
     CommitPolicy, MessageRepository, NewMessage, NewRoom, NewUser, Posted, RoomRepository,

@@ -40,7 +40,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::rows::{self, EVENT_COLUMNS};
+use crate::rows::{self, EVENT_COLUMNS};
 use crate::write::{self, ACTION_NEW, Known, Live, Outcomes, WriteOp, WriteOutcome};
 use crate::{CommitPolicy, StorageError};
 

@@ -5,7 +5,8 @@ use roomcast_domain::UserId;
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::{SqliteStore, db, now_micros, rows};
+use super::{SqliteStore, db, now_micros};
+use crate::rows;
 use crate::{CredentialRepository, Credentials, NewRefreshToken, RefreshRefusal, StorageError};
 
 type Result<T> = std::result::Result<T, StorageError>;

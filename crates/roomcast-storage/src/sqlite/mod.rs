@@ -7,7 +7,7 @@
 //! orders them with the writer.
 
 mod credentials;
-mod rows;
+
 mod writer;
 
 use std::str::FromStr;
@@ -22,8 +22,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 use uuid::Uuid;
 
-use self::rows::{EVENT_COLUMNS, MESSAGE_COLUMNS, ROOM_COLUMNS};
 use self::writer::Writer;
+use crate::rows::{self, EVENT_COLUMNS, MESSAGE_COLUMNS, ROOM_COLUMNS};
 use crate::write::{WriteOp, WriteOutcome};
 use crate::{
     CommitPolicy, MessageRepository, NewMessage, NewRoom, NewUser, Posted, RoomRepository,

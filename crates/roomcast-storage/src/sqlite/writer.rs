@@ -26,7 +26,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::rows::{self, ACTION_NEW, EVENT_COLUMNS};
+use crate::rows::{self, EVENT_COLUMNS};
+use crate::write::ACTION_NEW;
 use crate::write::{self, Known, Live, Outcomes, WriteOp, WriteOutcome};
 use crate::{CommitPolicy, StorageError};
 

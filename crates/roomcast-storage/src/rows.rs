@@ -1,0 +1,157 @@
+//! Turning stored rows back into domain values, once for every backend.
+//!
+//! Each backend's row type says how to read a handful of column types
+//! ([`StoredRow`]); the mapping from columns to entities is written here
+//! once, with the column lists the queries select.
+
+use roomcast_domain::{
+    ClientId, Event, EventKind, Message, MessageId, Room, RoomId, RoomSlug, Timestamp, User,
+    UserId, Username,
+};
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+use sqlx::sqlite::SqliteRow;
+use uuid::Uuid;
+
+use crate::StorageError;
+use crate::write::{ACTION_DELETE, ACTION_NEW, ACTION_UPDATE};
+
+/// Columns [`event`] reads, from `events e JOIN users u`.
+pub(crate) const EVENT_COLUMNS: &str = "e.room_id, e.seq, e.action, e.message_id, e.user_id, \
+     e.body, e.edited, e.created_at, e.updated_at, e.client_id, u.username, u.avatar";
+
+/// Columns [`room`] reads, from `rooms r JOIN users h ON h.id = r.host_id`.
+pub(crate) const ROOM_COLUMNS: &str = "r.id, h.username AS host, r.slug, r.name, r.description, \
+     r.created_at, r.updated_at, \
+     (SELECT COUNT(*) FROM participants p WHERE p.room_id = r.id) AS participants_count";
+
+/// Columns [`message`] reads, from `messages m JOIN users u`.
+pub(crate) const MESSAGE_COLUMNS: &str = "m.id, m.room_id, m.user_id, u.username, u.avatar, \
+     m.body, m.created_at, m.updated_at, m.edited, m.client_id, m.seq";
+
+fn corrupt(e: impl std::fmt::Display) -> StorageError {
+    StorageError::Corrupt(e.to_string())
+}
+
+/// The column reads the mapping needs, for one backend's row type.
+pub(crate) trait StoredRow {
+    fn uuid(&self, col: &str) -> Result<Uuid, StorageError>;
+    fn int(&self, col: &str) -> Result<i64, StorageError>;
+    fn flag(&self, col: &str) -> Result<bool, StorageError>;
+    fn text(&self, col: &str) -> Result<String, StorageError>;
+    fn opt_text(&self, col: &str) -> Result<Option<String>, StorageError>;
+    /// An event's action (SQLite stores an INTEGER, PostgreSQL a SMALLINT).
+    fn action(&self) -> Result<i16, StorageError>;
+}
+
+macro_rules! stored_row {
+    ($row:ty, $action:ty) => {
+        impl StoredRow for $row {
+            fn uuid(&self, col: &str) -> Result<Uuid, StorageError> {
+                self.try_get(col).map_err(corrupt)
+            }
+            fn int(&self, col: &str) -> Result<i64, StorageError> {
+                self.try_get(col).map_err(corrupt)
+            }
+            fn flag(&self, col: &str) -> Result<bool, StorageError> {
+                self.try_get(col).map_err(corrupt)
+            }
+            fn text(&self, col: &str) -> Result<String, StorageError> {
+                self.try_get(col).map_err(corrupt)
+            }
+            fn opt_text(&self, col: &str) -> Result<Option<String>, StorageError> {
+                self.try_get(col).map_err(corrupt)
+            }
+            fn action(&self) -> Result<i16, StorageError> {
+                let raw: $action = self.try_get("action").map_err(corrupt)?;
+                i16::try_from(raw).map_err(corrupt)
+            }
+        }
+    };
+}
+
+stored_row!(SqliteRow, i64);
+stored_row!(PgRow, i16);
+
+fn ts<R: StoredRow>(row: &R, col: &str) -> Result<Timestamp, StorageError> {
+    let micros = row.int(col)?;
+    Timestamp::from_unix_micros(micros).ok_or_else(|| corrupt(format!("{col} out of range")))
+}
+
+fn username<R: StoredRow>(row: &R, col: &str) -> Result<Username, StorageError> {
+    Username::parse(row.text(col)?).map_err(corrupt)
+}
+
+fn client_id<R: StoredRow>(row: &R, col: &str) -> Result<Option<ClientId>, StorageError> {
+    row.opt_text(col)?
+        .map(|c| ClientId::parse(c).map_err(corrupt))
+        .transpose()
+}
+
+pub(crate) fn user<R: StoredRow>(row: &R) -> Result<User, StorageError> {
+    Ok(User {
+        id: UserId::from_uuid(row.uuid("id")?),
+        username: username(row, "username")?,
+        name: row.text("name")?,
+        avatar: row.opt_text("avatar")?,
+    })
+}
+
+pub(crate) fn room<R: StoredRow>(row: &R) -> Result<Room, StorageError> {
+    Ok(Room {
+        id: RoomId::from_uuid(row.uuid("id")?),
+        host: username(row, "host")?,
+        slug: RoomSlug::parse(row.text("slug")?).map_err(corrupt)?,
+        name: row.text("name")?,
+        description: row.text("description")?,
+        created: ts(row, "created_at")?,
+        updated: ts(row, "updated_at")?,
+        participants_count: row.int("participants_count")?.max(0) as u64,
+    })
+}
+
+pub(crate) fn message<R: StoredRow>(row: &R) -> Result<Message, StorageError> {
+    Ok(Message {
+        id: MessageId::from_uuid(row.uuid("id")?),
+        room_id: RoomId::from_uuid(row.uuid("room_id")?),
+        user_id: UserId::from_uuid(row.uuid("user_id")?),
+        username: username(row, "username")?,
+        user_avatar: row.opt_text("avatar")?,
+        body: row.text("body")?,
+        created: ts(row, "created_at")?,
+        updated: ts(row, "updated_at")?,
+        edited: row.flag("edited")?,
+        client_id: client_id(row, "client_id")?,
+        seq: row.int("seq")?.max(0) as u64,
+    })
+}
+
+pub(crate) fn event<R: StoredRow>(row: &R) -> Result<Event, StorageError> {
+    let room_id = RoomId::from_uuid(row.uuid("room_id")?);
+    let seq = row.int("seq")?.max(0) as u64;
+    let id = MessageId::from_uuid(row.uuid("message_id")?);
+    let kind = match row.action()? {
+        ACTION_NEW => EventKind::New(Message {
+            id,
+            room_id,
+            user_id: UserId::from_uuid(row.uuid("user_id")?),
+            username: username(row, "username")?,
+            user_avatar: row.opt_text("avatar")?,
+            body: row.text("body")?,
+            created: ts(row, "created_at")?,
+            updated: ts(row, "updated_at")?,
+            edited: row.flag("edited")?,
+            client_id: client_id(row, "client_id")?,
+            seq,
+        }),
+        ACTION_UPDATE => EventKind::Update {
+            id,
+            body: row.text("body")?,
+            edited: row.flag("edited")?,
+            updated: ts(row, "updated_at")?,
+        },
+        ACTION_DELETE => EventKind::Delete { id },
+        other => return Err(corrupt(format!("unknown event action {other}"))),
+    };
+    Ok(Event { room_id, seq, kind })
+}
