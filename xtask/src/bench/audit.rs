@@ -134,11 +134,12 @@ pub fn truth_from_senders(sent: &[u64]) -> Vec<RoomTruth> {
 /// Replays every room from `seq` 0 (as its first member) and keeps the
 /// keys of run `tag` (all events' seqs are checked for gaps and repeats).
 pub async fn truth_from_storage(fixture: &Fixture, tag: &str) -> anyhow::Result<Vec<RoomTruth>> {
-    let addr = fixture.addr()?;
+    let nodes = fixture.nodes()?;
+    let node = &nodes[0];
     let replays = futures_util::stream::iter(fixture.rooms.iter().enumerate())
         .map(|(r, room)| async move {
             let member = room.members.first().context("a room without members")?;
-            let mut socket = ws::connect(fixture, addr, room, member, Some(0), r as u32).await?;
+            let mut socket = ws::connect(fixture, node, room, member, Some(0), r as u32).await?;
             let mut truth = RoomTruth::default();
             let mut last = 0u64;
             let replay = async {

@@ -7,8 +7,8 @@
 //! (`--threads N` for more), builds each frame once, and reads only seed
 //! fields to measure (`seq` only for the audit and resume, when present).
 //! Without `--fixture FILE` it builds Roomcast in release mode and starts
-//! it on a temporary data directory (SQLite, in-memory layer) seeded with
-//! `roomcast fixture`; with it, any server that speaks the seed protocol
+//! it on a temporary data directory seeded with `roomcast fixture`, in the
+//! `--setup` asked for (SQLite + in-memory; PostgreSQL + Redis; two nodes); with it, any server that speaks the seed protocol
 //! and prints a FIXTURE.md document can be driven.
 
 mod audit;
@@ -42,7 +42,14 @@ scenarios:
   all          connections, fanout at 1000 and 10000, saturation, persisted, storm
 
 every scenario:
+  --setup S         how to start Roomcast: sqlite (default: SQLite, in-memory
+                    layer), postgres (PostgreSQL + Redis), two-nodes (two
+                    nodes on PostgreSQL + Redis; members alternate nodes)
+  --postgres-admin-url URL   default postgres://postgres@127.0.0.1:5432/postgres
+                    (a fresh database per run, dropped after)
+  --redis-url URL   default redis://127.0.0.1:6379 (a fresh prefix per run)
   --fixture FILE    drive the server FILE describes instead of starting Roomcast
+  --more-ws-bases URL,URL  with --fixture: the cluster's other nodes
   --server-pid PID  with --fixture: the process whose memory to read
   --threads N       load-tool runtime threads (default 1)
 

@@ -8,8 +8,9 @@ use serde_json::{Value, json};
 use super::Opts;
 use super::audit::{self, Audit};
 use super::report::{self, f1, ms};
-use super::server::{self, Fixture, Roomcast, Target};
+use super::server::{self, Fixture, Roomcast, Services, Setup, Target};
 use super::traffic::{self, Connected, Outcome, Pacing, Plan};
+use roomcast_storage::postgres::TestDatabase;
 
 pub async fn run(scenario: &str, opts: &Opts) -> anyhow::Result<()> {
     match scenario {
@@ -31,19 +32,34 @@ pub async fn run(scenario: &str, opts: &Opts) -> anyhow::Result<()> {
 }
 
 /// The server of a scenario: started here, or the one `--fixture` describes.
-fn target(opts: &Opts, rooms: usize, members: usize) -> anyhow::Result<Target> {
+async fn target(opts: &Opts, rooms: usize, members: usize) -> anyhow::Result<Target> {
     if let Some(path) = opts.text("fixture") {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
-        let fixture: Fixture = serde_json::from_str(&text).context("decoding the fixture")?;
+        let mut fixture: Fixture = serde_json::from_str(&text).context("decoding the fixture")?;
+        if let Some(more) = opts.text("more-ws-bases") {
+            fixture.more_ws_bases = more.split(',').map(str::to_owned).collect();
+        }
         let pid = opts.text("server-pid").map(str::parse).transpose()?;
         return Ok(Target::External {
             fixture: fixture.shape(rooms, members)?,
             pid,
         });
     }
+    let setup: Setup = opts.get("setup", Setup::Sqlite)?;
+    let services = Services {
+        postgres_admin_url: opts
+            .text("postgres-admin-url")
+            .unwrap_or(TestDatabase::DEFAULT_ADMIN_URL)
+            .to_owned(),
+        redis_url: opts
+            .text("redis-url")
+            .unwrap_or("redis://127.0.0.1:6379")
+            .to_owned(),
+    };
     let bin = server::build_roomcast()?;
-    eprintln!("starting roomcast with {rooms} rooms x {members} members");
-    Ok(Target::Started(Roomcast::start(&bin, rooms, members)?))
+    eprintln!("starting roomcast ({setup:?}) with {rooms} rooms x {members} members");
+    let started = Roomcast::start(&bin, setup, &services, rooms, members).await?;
+    Ok(Target::Started(started))
 }
 
 /// Connects, runs, audits.
@@ -53,9 +69,9 @@ async fn measure(
     concurrency: usize,
 ) -> anyhow::Result<(Outcome, Audit, Connected)> {
     let fixture = target.fixture();
-    let addr = fixture.addr()?;
+    let nodes = fixture.nodes()?;
     let since = plan.since_zero.then_some(0);
-    let (sockets, connected) = traffic::connect_all(fixture, addr, since, concurrency).await?;
+    let (sockets, connected) = traffic::connect_all(fixture, &nodes, since, concurrency).await?;
     let tag = plan.tag.clone();
     let server_cpu = target.cpu_secs();
     let bench_cpu = server::cpu_secs("/proc/self/stat");
@@ -126,12 +142,12 @@ async fn connections(opts: &Opts) -> anyhow::Result<()> {
     let concurrency: usize = opts.get("concurrency", 256)?;
     let members = 10.min(wanted.max(1));
     let rooms = wanted.div_ceil(members);
-    let target = target(opts, rooms, members)?;
-    let addr = target.fixture().addr()?;
+    let target = target(opts, rooms, members).await?;
+    let nodes = target.fixture().nodes()?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = target.rss_kib();
     let (sockets, connected) =
-        traffic::connect_all(target.fixture(), addr, None, concurrency).await?;
+        traffic::connect_all(target.fixture(), &nodes, None, concurrency).await?;
     // Let the server finish setting every socket up before reading memory.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = target.rss_kib();
@@ -276,7 +292,7 @@ async fn fanout(opts: &Opts, rate: Option<f64>) -> anyhow::Result<FanoutRow> {
         None => opts.get("rate", 1_000.0)?,
     };
     let duration = Duration::from_secs_f64(opts.get("duration", 10.0)?);
-    let target = target(opts, rooms, members)?;
+    let target = target(opts, rooms, members).await?;
     let row = fanout_step(&target, "f".into(), rate, duration).await?;
     report::table(
         &format!(
@@ -304,7 +320,7 @@ async fn saturation(opts: &Opts) -> anyhow::Result<()> {
     let max: f64 = opts.get("max", 200_000.0)?;
     let limit_ms: f64 = opts.get("p99-ms", 50.0)?;
     let duration = Duration::from_secs_f64(opts.get("duration", 5.0)?);
-    let target = target(opts, rooms, members)?;
+    let target = target(opts, rooms, members).await?;
     let mut rows = Vec::new();
     let mut best: Option<f64> = None;
     let mut rate = start;
@@ -357,7 +373,7 @@ async fn persisted(opts: &Opts) -> anyhow::Result<()> {
     let members: usize = opts.get("members", 1)?;
     let window: u64 = opts.get("window", 4)?;
     let duration = Duration::from_secs_f64(opts.get("duration", 10.0)?);
-    let target = target(opts, rooms, members)?;
+    let target = target(opts, rooms, members).await?;
     let plan = Plan {
         tag: "p".into(),
         pacing: Pacing::Closed { window },
@@ -415,7 +431,7 @@ async fn storm(opts: &Opts) -> anyhow::Result<()> {
     let rate: f64 = opts.get("rate", 2_000.0)?;
     let duration = Duration::from_secs_f64(opts.get("duration", 8.0)?);
     let storm_at = Duration::from_secs_f64(opts.get("storm-at", 3.0)?);
-    let target = target(opts, rooms, members)?;
+    let target = target(opts, rooms, members).await?;
     let plan = Plan {
         tag: "r".into(),
         pacing: Pacing::Open {

@@ -1,6 +1,7 @@
 //! The server under test: Roomcast started by the bench (release build,
-//! temporary data directory, SQLite and the in-memory layer), or any server
-//! described by a FIXTURE.md document (`--fixture FILE`).
+//! temporary data directory; SQLite and the in-memory layer, or PostgreSQL
+//! and Redis on one or two nodes), or any server described by a FIXTURE.md
+//! document (`--fixture FILE`).
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
@@ -9,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use roomcast_storage::postgres::TestDatabase;
 use serde::Deserialize;
 
 /// `../shared/FIXTURE.md`: all a load tool may know about a server.
@@ -19,6 +21,11 @@ pub struct Fixture {
     pub cookie_name: String,
     pub origin: String,
     pub rooms: Vec<FixtureRoom>,
+    /// Not in FIXTURE.md: the other nodes of a cluster (`--setup two-nodes`,
+    /// or `--more-ws-bases` with `--fixture`). Member `m` of a room connects
+    /// to node `m % nodes`.
+    #[serde(skip)]
+    pub more_ws_bases: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -55,33 +62,140 @@ impl Fixture {
         Ok(self)
     }
 
-    /// The socket address of `ws_base` (`ws://host:port/...`).
-    pub fn addr(&self) -> anyhow::Result<SocketAddr> {
-        let rest = self
-            .ws_base
-            .strip_prefix("ws://")
-            .context("ws_base must be a ws:// URL")?;
-        let authority = rest.split('/').next().unwrap_or(rest);
-        let addr = authority
-            .to_socket_addrs()
-            .with_context(|| format!("resolving {authority}"))?
-            .next()
-            .context("ws_base resolves to no address")?;
-        anyhow::ensure!(
-            addr.ip().is_loopback(),
-            "the load tool only drives servers on loopback addresses, not {addr}"
-        );
-        Ok(addr)
+    /// Every node the members connect to, `ws_base` first.
+    pub fn nodes(&self) -> anyhow::Result<Vec<Endpoint>> {
+        std::iter::once(&self.ws_base)
+            .chain(&self.more_ws_bases)
+            .map(|base| {
+                Ok(Endpoint {
+                    ws_base: base.clone(),
+                    addr: ws_addr(base)?,
+                })
+            })
+            .collect()
     }
 }
 
-/// A Roomcast process this bench started; stopped (SIGTERM, then kill) on
-/// drop, its data directory removed.
+/// One node of the server under test.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub ws_base: String,
+    pub addr: SocketAddr,
+}
+
+/// The node room member `m` uses.
+pub fn node_of(nodes: &[Endpoint], m: usize) -> &Endpoint {
+    &nodes[m % nodes.len()]
+}
+
+/// The socket address of a `ws://host:port/...` URL (loopback only).
+fn ws_addr(ws_base: &str) -> anyhow::Result<SocketAddr> {
+    let rest = ws_base
+        .strip_prefix("ws://")
+        .context("ws_base must be a ws:// URL")?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let addr = authority
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {authority}"))?
+        .next()
+        .context("ws_base resolves to no address")?;
+    anyhow::ensure!(
+        addr.ip().is_loopback(),
+        "the load tool only drives servers on loopback addresses, not {addr}"
+    );
+    Ok(addr)
+}
+
+/// How the bench runs Roomcast (`--setup`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setup {
+    /// The embedded default: SQLite and the in-memory layer, one node.
+    Sqlite,
+    /// PostgreSQL and Redis, one node.
+    Postgres,
+    /// Two nodes sharing PostgreSQL and Redis; members alternate nodes, so
+    /// most deliveries cross Redis.
+    TwoNodes,
+}
+
+impl std::str::FromStr for Setup {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "sqlite" => Ok(Self::Sqlite),
+            "postgres" => Ok(Self::Postgres),
+            "two-nodes" => Ok(Self::TwoNodes),
+            other => Err(format!(
+                "unknown setup {other:?}: sqlite, postgres or two-nodes"
+            )),
+        }
+    }
+}
+
+impl Setup {
+    fn nodes(self) -> usize {
+        match self {
+            Setup::TwoNodes => 2,
+            Setup::Sqlite | Setup::Postgres => 1,
+        }
+    }
+
+    /// The suffix of the run's name, so result files say what ran.
+    fn label(self) -> &'static str {
+        match self {
+            Setup::Sqlite => "",
+            Setup::Postgres => "+postgres+redis",
+            Setup::TwoNodes => "x2+postgres+redis",
+        }
+    }
+}
+
+/// Where the services of the `postgres` and `two-nodes` setups are.
+#[derive(Debug, Clone)]
+pub struct Services {
+    /// A database on the PostgreSQL server with the right to create
+    /// databases; the bench makes a fresh one per run and drops it after.
+    pub postgres_admin_url: String,
+    /// Channel names get a fresh prefix per run.
+    pub redis_url: String,
+}
+
+/// One `roomcast serve` process, stopped (SIGTERM, then kill) on drop.
 #[derive(Debug)]
-pub struct Roomcast {
-    child: Option<Child>,
+struct Node {
+    child: Child,
     /// Drains the server's stdout until it exits.
     stdout: Option<std::thread::JoinHandle<std::io::Result<u64>>>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(reader) = self.stdout.take() {
+            let _ = reader.join();
+        }
+    }
+}
+
+/// The Roomcast nodes this bench started, with their data directory and
+/// (for PostgreSQL) their database, all removed on drop.
+#[derive(Debug)]
+pub struct Roomcast {
+    // Field order is drop order: nodes stop before their database goes.
+    nodes: Vec<Node>,
+    database: Option<TestDatabase>,
     dir: PathBuf,
     pub fixture: Fixture,
 }
@@ -101,30 +215,45 @@ impl Target {
         }
     }
 
-    pub fn pid(&self) -> Option<u32> {
+    /// Every server process whose resources the run counts.
+    pub fn pids(&self) -> Vec<u32> {
         match self {
-            Target::Started(r) => r.child.as_ref().map(Child::id),
-            Target::External { pid, .. } => *pid,
+            Target::Started(r) => r.nodes.iter().map(|n| n.child.id()).collect(),
+            Target::External { pid, .. } => pid.iter().copied().collect(),
         }
     }
 
-    /// The server's resident memory in KiB, from `/proc/<pid>/status`.
+    /// The servers' resident memory in KiB, from `/proc/<pid>/status`.
     pub fn rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        let pids = self.pids();
+        if pids.is_empty() {
+            return None;
+        }
+        pids.iter().map(|&pid| rss_kib(pid)).sum()
     }
 
-    /// CPU seconds (user + system) the server has used so far.
+    /// CPU seconds (user + system) the servers have used so far.
     pub fn cpu_secs(&self) -> Option<f64> {
-        cpu_secs(&format!("/proc/{}/stat", self.pid()?))
+        let pids = self.pids();
+        if pids.is_empty() {
+            return None;
+        }
+        pids.iter()
+            .map(|pid| cpu_secs(&format!("/proc/{pid}/stat")))
+            .sum()
     }
 
     pub fn name(&self) -> &str {
         &self.fixture().name
     }
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// Builds the server in release mode once per bench invocation.
@@ -142,98 +271,137 @@ pub fn build_roomcast() -> anyhow::Result<PathBuf> {
 
 impl Roomcast {
     /// Seeds `rooms` x `members` with `roomcast fixture`, then serves.
-    pub fn start(bin: &Path, rooms: usize, members: usize) -> anyhow::Result<Self> {
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        let dir =
-            std::env::temp_dir().join(format!("roomcast-bench-{}-{stamp}", std::process::id()));
-        let started = Self::start_in(bin, &dir, rooms, members);
-        if started.is_err() {
-            // Once `Roomcast` exists its drop removes the folder; before, here.
-            let _ = std::fs::remove_dir_all(&dir);
-        }
-        started
+    pub async fn start(
+        bin: &Path,
+        setup: Setup,
+        services: &Services,
+        rooms: usize,
+        members: usize,
+    ) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!(
+            "roomcast-bench-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let database = match setup {
+            Setup::Sqlite => None,
+            Setup::Postgres | Setup::TwoNodes => Some(
+                TestDatabase::create(&services.postgres_admin_url)
+                    .await
+                    .context("creating the run's PostgreSQL database")?,
+            ),
+        };
+        let mut server = Roomcast {
+            nodes: Vec::new(),
+            database,
+            dir,
+            fixture: Fixture {
+                name: String::new(),
+                ws_base: String::new(),
+                cookie_name: String::new(),
+                origin: String::new(),
+                rooms: Vec::new(),
+                more_ws_bases: Vec::new(),
+            },
+        };
+        // From here on, dropping `server` cleans up whatever was started.
+        server.launch(bin, setup, services, rooms, members)?;
+        Ok(server)
     }
 
-    fn start_in(bin: &Path, dir: &Path, rooms: usize, members: usize) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let port = free_port()?;
-        let bind = format!("127.0.0.1:{port}");
-        let common = ["--data-dir", path_str(dir)?, "--bind", &bind];
-        let out = Command::new(bin)
-            .arg("fixture")
-            .args(common)
+    fn launch(
+        &mut self,
+        bin: &Path,
+        setup: Setup,
+        services: &Services,
+        rooms: usize,
+        members: usize,
+    ) -> anyhow::Result<()> {
+        let secret = uuid::Uuid::new_v4().simple().to_string();
+        let prefix = format!("rcbench:{}:", uuid::Uuid::new_v4().simple());
+        let binds = (0..setup.nodes())
+            .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let dir = path_str(&self.dir)?.to_owned();
+        let database_url = self.database.as_ref().map(|d| d.url().to_owned());
+        // Every command of the run: same data, same secret.
+        let command = |sub: &str, bind: &str| {
+            let mut c = Command::new(bin);
+            c.arg(sub)
+                .args(["--data-dir", &dir, "--bind", bind])
+                .env("ROOMCAST_JWT_SECRET", &secret)
+                .env("RUST_LOG", "warn");
+            if let Some(url) = &database_url {
+                c.env("DATABASE_URL", url);
+            }
+            c
+        };
+        let out = command("fixture", &binds[0])
             .args([
                 "--rooms",
                 &rooms.to_string(),
                 "--members",
                 &members.to_string(),
             ])
-            .env("RUST_LOG", "warn")
             .stderr(Stdio::inherit())
             .output()
             .context("running roomcast fixture")?;
         if !out.status.success() {
             bail!("roomcast fixture failed ({})", out.status);
         }
-        let fixture: Fixture =
+        let mut fixture: Fixture =
             serde_json::from_slice(&out.stdout).context("decoding the fixture document")?;
-        let log_path = dir.join("server.log");
-        let log = std::fs::File::create(&log_path)?;
-        let mut child = Command::new(bin)
-            .arg("serve")
-            .args(common)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .context("starting roomcast serve")?;
-        let mut server = Roomcast {
-            child: None,
-            stdout: None,
-            dir: dir.to_path_buf(),
-            fixture,
-        };
-        let stdout = child.stdout.take().context("no stdout")?;
-        server.child = Some(child);
-        // The first line says it listens; nothing is accepted before.
-        let mut stdout = BufReader::new(stdout);
-        let mut line = String::new();
-        stdout.read_line(&mut line)?;
-        // Keep reading what it prints: a closed pipe would kill it.
-        server.stdout = Some(std::thread::spawn(move || {
-            std::io::copy(&mut stdout, &mut std::io::sink())
-        }));
-        if !line.contains("listening") {
-            // The log goes with the data directory when `server` drops.
-            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            bail!("roomcast serve did not start: {line:?}\n{log}");
+        fixture.name.push_str(setup.label());
+        for (i, bind) in binds.iter().enumerate() {
+            let log_path = self.dir.join(format!("server-{i}.log"));
+            let log = std::fs::File::create(&log_path)?;
+            let mut serve = command("serve", bind);
+            // Every node accepts the page origin the fixture names.
+            serve.env("ROOMCAST_ALLOWED_ORIGINS", &fixture.origin);
+            if setup != Setup::Sqlite {
+                serve
+                    .env("REDIS_URL", &services.redis_url)
+                    .env("ROOMCAST_REDIS_PREFIX", &prefix);
+            }
+            let mut child = serve
+                .stdout(Stdio::piped())
+                .stderr(log)
+                .spawn()
+                .context("starting roomcast serve")?;
+            let stdout = child.stdout.take().context("no stdout")?;
+            self.nodes.push(Node {
+                child,
+                stdout: None,
+            });
+            // The first line says it listens; nothing is accepted before.
+            let mut stdout = BufReader::new(stdout);
+            let mut line = String::new();
+            stdout.read_line(&mut line)?;
+            // Keep reading what it prints: a closed pipe would kill it.
+            if let Some(node) = self.nodes.last_mut() {
+                node.stdout = Some(std::thread::spawn(move || {
+                    std::io::copy(&mut stdout, &mut std::io::sink())
+                }));
+            }
+            if !line.contains("listening") {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                bail!("roomcast serve did not start: {line:?}\n{log}");
+            }
+            if i > 0 {
+                fixture.more_ws_bases.push(format!("ws://{bind}/ws/chat"));
+            }
         }
-        Ok(server)
+        self.fixture = fixture;
+        Ok(())
     }
 }
 
 impl Drop for Roomcast {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if let Some(reader) = self.stdout.take() {
-            let _ = reader.join();
-        }
+        // Stop the nodes before the database and the folder go.
+        self.nodes.clear();
+        self.database.take();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

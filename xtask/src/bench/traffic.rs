@@ -6,7 +6,6 @@
 //! socket, no locks, frames built once per message, and per-task
 //! histograms merged at the end.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -17,7 +16,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::server::Fixture;
+use super::server::{Endpoint, Fixture, node_of};
 use super::ws::{self, Seen, Ws};
 
 /// How the senders pace themselves.
@@ -121,7 +120,7 @@ pub struct Connected {
 /// `sockets[r][m]`: room r's member m.
 pub async fn connect_all(
     fixture: &Fixture,
-    addr: SocketAddr,
+    nodes: &[Endpoint],
     since: Option<u64>,
     concurrency: usize,
 ) -> anyhow::Result<(Vec<Vec<Ws>>, Connected)> {
@@ -138,7 +137,7 @@ pub async fn connect_all(
             spread += 1;
             let spread = spread;
             async move {
-                let ws = ws::connect(fixture, addr, room, member, since, spread).await;
+                let ws = ws::connect(fixture, node_of(nodes, m), room, member, since, spread).await;
                 (r, m, ws)
             }
         })
@@ -181,7 +180,7 @@ pub async fn connect_all(
 
 struct Ctx {
     fixture: Fixture,
-    addr: SocketAddr,
+    nodes: Vec<Endpoint>,
     plan: Plan,
     /// The bench clock's zero (bodies carry nanoseconds since it).
     zero: Instant,
@@ -197,7 +196,7 @@ struct Ctx {
 /// Runs `plan` over already connected sockets (room by room, member 0
 /// sends) and returns what every member saw.
 pub async fn run(fixture: &Fixture, sockets: Vec<Vec<Ws>>, plan: Plan) -> anyhow::Result<Outcome> {
-    let addr = fixture.addr()?;
+    let nodes = fixture.nodes()?;
     let zero = Instant::now();
     let start = zero + Duration::from_millis(200);
     let end = start + plan.duration;
@@ -205,7 +204,7 @@ pub async fn run(fixture: &Fixture, sockets: Vec<Vec<Ws>>, plan: Plan) -> anyhow
     let (storm_tx, storm) = watch::channel(false);
     let ctx = Arc::new(Ctx {
         fixture: fixture.clone(),
-        addr,
+        nodes,
         deadline: end + plan.drain,
         plan,
         zero,
@@ -411,7 +410,16 @@ async fn reconnect(
     let spread = (r * room.members.len() + m) as u32 + report.reconnects;
     let mut pause = Duration::from_millis(20);
     while Instant::now() < ctx.deadline {
-        match ws::connect(&ctx.fixture, ctx.addr, room, member, since, spread).await {
+        match ws::connect(
+            &ctx.fixture,
+            node_of(&ctx.nodes, m),
+            room,
+            member,
+            since,
+            spread,
+        )
+        .await
+        {
             Ok(ws) => return Some(ws),
             Err(_) => {
                 report.connect_failures += 1;

@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use super::server::{Fixture, FixtureMember, FixtureRoom};
+use super::server::{Endpoint, Fixture, FixtureMember, FixtureRoom};
 
 pub type Ws = WebSocketStream<TcpStream>;
 
@@ -25,13 +25,13 @@ const SOURCES: u32 = 16;
 /// Opens one member's socket, optionally resuming with `?since=` (ext).
 pub async fn connect(
     fixture: &Fixture,
-    addr: SocketAddr,
+    node: &Endpoint,
     room: &FixtureRoom,
     member: &FixtureMember,
     since: Option<u64>,
     spread: u32,
 ) -> anyhow::Result<Ws> {
-    let mut url = format!("{}/{}/{}", fixture.ws_base, room.host, room.slug);
+    let mut url = format!("{}/{}/{}", node.ws_base, room.host, room.slug);
     if let Some(since) = since {
         url.push_str(&format!("?since={since}"));
     }
@@ -42,6 +42,7 @@ pub async fn connect(
         HeaderValue::from_str(&format!("{}={}", fixture.cookie_name, member.token))?,
     );
     headers.insert("origin", HeaderValue::from_str(&fixture.origin)?);
+    let addr = node.addr;
     let socket = TcpSocket::new_v4()?;
     if addr.ip() == IpAddr::V4(Ipv4Addr::LOCALHOST) {
         let last = 1 + (spread % SOURCES) as u8;
