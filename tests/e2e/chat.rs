@@ -325,3 +325,55 @@ async fn a_flood_beyond_the_rate_limit_gets_rate_limited_errors_and_stores_nothi
         "what passed was stored once, in order"
     );
 }
+
+/// A socket keeps many writes in flight; they must still be stored and
+/// delivered in the order sent, a refused one answered in between, and a
+/// client that closes right after a burst loses none of it.
+#[tokio::test]
+async fn a_burst_sent_without_waiting_arrives_in_the_order_sent() {
+    let app = spawn_app().await;
+    let rooms = app.fixture(1, 2).await;
+    let mut alice = app.connect(&rooms[0], 0).await;
+    let mut bob = app.connect(&rooms[0], 1).await;
+    for i in 0..100 {
+        alice.send_json(json!({"message": format!("m{i}")})).await;
+    }
+    let missing = uuid::Uuid::new_v4().to_string();
+    alice
+        .send_json(json!({"type": "update", "messageId": missing, "message": "x"}))
+        .await;
+    for i in 100..200 {
+        alice.send_json(json!({"message": format!("m{i}")})).await;
+    }
+    for i in 0..200u64 {
+        let event = bob.next_json().await;
+        assert_eq!(event["body"], format!("m{i}"), "{event}");
+        assert_eq!(event["seq"], i + 1);
+    }
+    let mut errors = 0;
+    let mut news = 0;
+    while news < 200 {
+        let frame = alice.next_json().await;
+        if frame["action"] == "new" {
+            assert_eq!(frame["body"], format!("m{news}"));
+            news += 1;
+        } else {
+            assert_eq!(frame["code"], "not_found", "{frame}");
+            errors += 1;
+        }
+    }
+    alice.quiet_for(Duration::from_millis(100)).await;
+    assert_eq!(errors, 1);
+
+    // A burst, then the close frame at once.
+    let mut carol = app.connect(&rooms[0], 0).await;
+    for i in 200..250 {
+        carol.send_json(json!({"message": format!("m{i}")})).await;
+    }
+    carol.send(Message::Close(None)).await;
+    for i in 200..250u64 {
+        let event = bob.next_json().await;
+        assert_eq!(event["body"], format!("m{i}"), "{event}");
+        assert_eq!(event["seq"], i + 1);
+    }
+}

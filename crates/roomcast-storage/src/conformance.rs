@@ -17,6 +17,7 @@ use roomcast_domain::{
 
 use crate::{
     NewMessage, NewRefreshToken, NewRoom, NewUser, RefreshRefusal, RoomSeed, Storage, StorageError,
+    WriteOp, WriteOutcome,
 };
 use roomcast_domain::Timestamp;
 
@@ -36,6 +37,7 @@ macro_rules! conformance_tests {
             client_ids_make_posts_idempotent,
             concurrent_posts_get_every_seq_exactly_once,
             refused_writes_in_a_busy_room_fail_alone,
+            queued_writes_commit_in_the_order_queued,
             history_pages_backwards_oldest_first,
             seeding_adds_and_never_breaks,
             logins_find_users_by_username_or_email,
@@ -523,6 +525,72 @@ pub async fn refused_writes_in_a_busy_room_fail_alone(store: Storage) {
 /// Several handles on one database, as several server processes have:
 /// 64 writers spread over them post and edit in one room, and every seq is
 /// taken exactly once, in each writer's order.
+/// A socket keeps several writes in flight with `queue_write`; they must
+/// commit in the order it queued them, even with other writers busy in the
+/// same room, and an edit queued after posts comes after them.
+pub async fn queued_writes_commit_in_the_order_queued(store: Storage) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let room_id = room(&store, &alice, "busy").await;
+    store
+        .add_participant(room_id, bob.id)
+        .await
+        .expect("add bob");
+    let (first, _) = post(&store, room_id, &alice, "first").await;
+    let noise = {
+        let (store, bob) = (store.clone(), bob.clone());
+        tokio::spawn(async move {
+            for i in 0..40 {
+                post(&store, room_id, &bob, &format!("noise {i}")).await;
+            }
+        })
+    };
+    let mut pending = Vec::new();
+    for i in 0..40 {
+        let op = WriteOp::Post(NewMessage {
+            room_id,
+            author: alice.clone(),
+            body: body(&format!("queued {i}")),
+            client_id: None,
+        });
+        pending.push(store.queue_write(op).await.expect("queued"));
+    }
+    let edit = WriteOp::Edit {
+        room: room_id,
+        author: alice.id,
+        id: first,
+        body: body("edited last"),
+    };
+    pending.push(store.queue_write(edit).await.expect("queued"));
+    let mut seqs = Vec::new();
+    for p in pending {
+        let outcome = p.await.expect("committed");
+        seqs.push(match outcome {
+            WriteOutcome::Posted(posted) => posted.event.seq,
+            WriteOutcome::Event(event) => event.seq,
+        });
+    }
+    noise.await.expect("noise task");
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "queued writes committed out of order: {seqs:?}"
+    );
+    assert_eq!(store.last_seq(room_id).await.expect("seq"), 1 + 40 + 40 + 1);
+    let refused = store
+        .queue_write(WriteOp::Delete {
+            room: room_id,
+            author: bob.id,
+            id: first,
+        })
+        .await
+        .expect("queued")
+        .await;
+    assert!(
+        matches!(refused, Err(StorageError::Forbidden)),
+        "{refused:?}"
+    );
+}
+
 pub async fn several_handles_share_one_sequence(handles: Vec<Storage>) {
     const EACH: usize = 4;
     let first = handles.first().expect("at least one handle").clone();

@@ -35,6 +35,7 @@ pub use repository::{
     CredentialRepository, MessageRepository, RoomRepository, Store, UserRepository,
 };
 pub use sqlite::SqliteStore;
+pub use write::{PendingWrite, WriteOp, WriteOutcome};
 
 /// The handle the rest of the server holds.
 pub type Storage = Arc<dyn Store>;

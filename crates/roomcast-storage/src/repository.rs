@@ -7,8 +7,8 @@ use roomcast_domain::{
 };
 
 use crate::{
-    Credentials, NewMessage, NewRefreshToken, NewRoom, NewUser, Posted, RefreshRefusal, RoomSeed,
-    SeededRoom, StorageError,
+    Credentials, NewMessage, NewRefreshToken, NewRoom, NewUser, PendingWrite, Posted,
+    RefreshRefusal, RoomSeed, SeededRoom, StorageError, WriteOp, WriteOutcome,
 };
 
 type Result<T> = std::result::Result<T, StorageError>;
@@ -64,6 +64,31 @@ pub trait MessageRepository: Send + Sync {
     /// Deletes a message, under the same rules as `edit_message`. Earlier
     /// events of the message keep their seq but lose their body.
     async fn delete_message(&self, room: RoomId, author: UserId, id: MessageId) -> Result<Event>;
+    /// Queues a write and returns as soon as it holds its place in its
+    /// room's order, with its outcome to await. Writes a caller queues one
+    /// after another commit in that order: so a socket can keep several in
+    /// flight (sharing commits) and still see them stored as it sent them.
+    /// Backends without a write queue keep this default, which finishes
+    /// the write before returning: the same order, without the overlap.
+    async fn queue_write(&self, op: WriteOp) -> Result<PendingWrite> {
+        let outcome = match op {
+            WriteOp::Post(new) => self.post_message(new).await.map(WriteOutcome::Posted),
+            WriteOp::Edit {
+                room,
+                author,
+                id,
+                body,
+            } => self
+                .edit_message(room, author, id, body)
+                .await
+                .map(WriteOutcome::Event),
+            WriteOp::Delete { room, author, id } => self
+                .delete_message(room, author, id)
+                .await
+                .map(WriteOutcome::Event),
+        };
+        Ok(PendingWrite::new(std::future::ready(outcome)))
+    }
     /// Stored events of a room with seq > `after`, in order, at most `limit`.
     async fn events_since(&self, room: RoomId, after: Seq, limit: u32) -> Result<Vec<Event>>;
     /// The room's latest seq (0 before its first event).

@@ -3,6 +3,8 @@
 //! write of the database.
 
 use std::collections::HashMap;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use roomcast_domain::{
     ClientId, Event, EventKind, Message, MessageBody, MessageId, RoomId, Timestamp, UserId,
@@ -16,9 +18,10 @@ pub(crate) const ACTION_NEW: i16 = 1;
 pub(crate) const ACTION_UPDATE: i16 = 2;
 pub(crate) const ACTION_DELETE: i16 = 3;
 
-/// A write a writer task performs inside a batch.
+/// A chat write: what a client asks for, and what a writer task performs
+/// inside a batch.
 #[derive(Debug)]
-pub(crate) enum WriteOp {
+pub enum WriteOp {
     Post(NewMessage),
     Edit {
         room: RoomId,
@@ -35,7 +38,7 @@ pub(crate) enum WriteOp {
 
 impl WriteOp {
     /// The room whose sequence this write advances.
-    pub(crate) fn room(&self) -> RoomId {
+    pub fn room(&self) -> RoomId {
         match self {
             WriteOp::Post(new) => new.room_id,
             WriteOp::Edit { room, .. } | WriteOp::Delete { room, .. } => *room,
@@ -43,15 +46,44 @@ impl WriteOp {
     }
 }
 
+/// What a committed [`WriteOp`] produced.
 #[derive(Debug)]
-pub(crate) enum WriteOutcome {
+pub enum WriteOutcome {
+    /// A post: its `new` event, or the original one for a retried `clientId`.
     Posted(Posted),
+    /// An edit's `update` or a delete's `delete` event.
     Event(Event),
+}
+
+/// A queued write's outcome, ready once its batch has committed (see
+/// [`crate::MessageRepository::queue_write`]).
+pub struct PendingWrite(Pin<Box<dyn Future<Output = Result<WriteOutcome, StorageError>> + Send>>);
+
+impl PendingWrite {
+    pub fn new(
+        outcome: impl Future<Output = Result<WriteOutcome, StorageError>> + Send + 'static,
+    ) -> Self {
+        Self(Box::pin(outcome))
+    }
+}
+
+impl Future for PendingWrite {
+    type Output = Result<WriteOutcome, StorageError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl std::fmt::Debug for PendingWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PendingWrite")
+    }
 }
 
 impl WriteOutcome {
     /// The outcome of a post; anything else is a writer bug, not a panic.
-    pub(crate) fn posted(self) -> Result<Posted, StorageError> {
+    pub fn posted(self) -> Result<Posted, StorageError> {
         match self {
             WriteOutcome::Posted(p) => Ok(p),
             WriteOutcome::Event(_) => Err(out_of_kind()),
@@ -59,7 +91,7 @@ impl WriteOutcome {
     }
 
     /// The outcome of an edit or a delete.
-    pub(crate) fn event(self) -> Result<Event, StorageError> {
+    pub fn event(self) -> Result<Event, StorageError> {
         match self {
             WriteOutcome::Event(e) => Ok(e),
             WriteOutcome::Posted(_) => Err(out_of_kind()),

@@ -2,12 +2,16 @@
 //! store, then broadcast what was stored. One code path, so a message
 //! posted over HTTP reaches sockets exactly like one sent over a socket.
 
-use roomcast_domain::{ClientId, Event, EventKind, MessageBody, MessageId, Room, User};
-use roomcast_storage::{NewMessage, Posted, StorageError};
+use roomcast_domain::{ClientId, Event, EventKind, MessageBody, Room, RoomId, User};
+use roomcast_storage::{NewMessage, Posted, StorageError, WriteOp, WriteOutcome};
+use tokio::task::JoinHandle;
 
 use crate::AppState;
 use crate::backfill::encode_event;
 use crate::metrics;
+
+/// A queued write's outcome, once stored and broadcast.
+pub(crate) type Queued = JoinHandle<Result<WriteOutcome, StorageError>>;
 
 /// Stores a message and broadcasts its `new` event; a duplicate `clientId`
 /// stores and broadcasts nothing and returns the original event.
@@ -24,64 +28,48 @@ pub(crate) async fn post(
         body,
         client_id,
     };
-    let room = room.clone();
-    detached(app, move |app| async move {
-        let posted = app.storage().post_message(new).await?;
-        if !posted.duplicate {
-            publish(&app, &room, &posted.event).await;
+    outcome(queue(app, WriteOp::Post(new)).await?)
+        .await?
+        .posted()
+}
+
+/// Queues a write in its room's commit order and returns as soon as it is
+/// queued; the returned task then waits for the commit and broadcasts what
+/// was stored. Returning early is what lets a socket keep several writes in
+/// flight, so one slow commit does not hold up the frames behind it, while
+/// the queue keeps them in the order the client sent them.
+///
+/// Why a detached task, tracked with the sockets so shutdown waits for it:
+/// the caller (a socket's reader, an HTTP handler) may be dropped at any
+/// await when its client goes away; a write that commits after that must
+/// still be broadcast, or the room would not see a stored event until a
+/// later one revealed the gap. Nothing awaits between queueing and
+/// spawning, so no write is queued without its task.
+pub(crate) async fn queue(app: &AppState, op: WriteOp) -> Result<Queued, StorageError> {
+    let room = op.room();
+    let pending = app.storage().queue_write(op).await?;
+    let task_app = app.clone();
+    Ok(app.sockets().spawn(async move {
+        let outcome = pending.await?;
+        match &outcome {
+            WriteOutcome::Posted(posted) if posted.duplicate => {}
+            WriteOutcome::Posted(Posted { event, .. }) | WriteOutcome::Event(event) => {
+                publish(&task_app, room, event).await;
+            }
         }
-        Ok(posted)
-    })
-    .await
+        Ok(outcome)
+    }))
 }
 
-pub(crate) async fn edit(
-    app: &AppState,
-    author: &User,
-    room: &Room,
-    id: MessageId,
-    body: MessageBody,
-) -> Result<Event, StorageError> {
-    let (room, author) = (room.clone(), author.id);
-    detached(app, move |app| async move {
-        let event = app
-            .storage()
-            .edit_message(room.id, author, id, body)
-            .await?;
-        publish(&app, &room, &event).await;
-        Ok(event)
-    })
-    .await
+/// Waits for a queued write's outcome.
+pub(crate) async fn outcome(mut queued: Queued) -> Result<WriteOutcome, StorageError> {
+    outcome_of(&mut queued).await
 }
 
-pub(crate) async fn delete(
-    app: &AppState,
-    author: &User,
-    room: &Room,
-    id: MessageId,
-) -> Result<Event, StorageError> {
-    let (room, author) = (room.clone(), author.id);
-    detached(app, move |app| async move {
-        let event = app.storage().delete_message(room.id, author, id).await?;
-        publish(&app, &room, &event).await;
-        Ok(event)
-    })
-    .await
-}
-
-/// Runs "store, then publish" as its own task, tracked with the sockets so
-/// shutdown waits for it. Why: the caller (a socket's reader, an HTTP
-/// handler) may be dropped at any await when its client goes away; a write
-/// that commits after that must still be broadcast, or the room would not
-/// see a stored event until a later one revealed the gap.
-async fn detached<T, F, Fut>(app: &AppState, work: F) -> Result<T, StorageError>
-where
-    T: Send + 'static,
-    F: FnOnce(AppState) -> Fut,
-    Fut: Future<Output = Result<T, StorageError>> + Send + 'static,
-{
-    let task = app.sockets().spawn(work(app.clone()));
-    match task.await {
+/// [`outcome`] without giving up the handle (a socket's queue keeps it
+/// until answered, so a dropped wait can be resumed).
+pub(crate) async fn outcome_of(queued: &mut Queued) -> Result<WriteOutcome, StorageError> {
+    match queued.await {
         Ok(result) => result,
         Err(e) => Err(StorageError::Unavailable(Box::new(e))),
     }
@@ -90,13 +78,13 @@ where
 /// Broadcasts a stored event. A layer failure is logged, not reported to
 /// the sender: the event is stored and this node's sockets have it; other
 /// nodes fill the gap from storage.
-async fn publish(app: &AppState, room: &Room, event: &Event) {
+async fn publish(app: &AppState, room: RoomId, event: &Event) {
     metrics::event_stored(match event.kind {
         EventKind::New(_) => "new",
         EventKind::Update { .. } => "update",
         EventKind::Delete { .. } => "delete",
     });
-    if let Err(e) = app.hub().publish(room.id, encode_event(event)).await {
-        tracing::warn!(error = %e, room = %room.id, seq = event.seq, "publish to other nodes failed");
+    if let Err(e) = app.hub().publish(room, encode_event(event)).await {
+        tracing::warn!(error = %e, room = %room, seq = event.seq, "publish to other nodes failed");
     }
 }

@@ -8,6 +8,7 @@
 //! storage anything it would otherwise skip over. The same rule serves
 //! resume (`?since=N`): start at N, catch up from storage, then go live.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -17,7 +18,7 @@ use futures_util::{SinkExt, StreamExt};
 use roomcast_broadcast::{Envelope, RoomFeed};
 use roomcast_domain::wire::{ChatEvent, ClientFrame, ErrorCode, ErrorFrame, ServerFrame};
 use roomcast_domain::{Event, Room, Seq, User};
-use roomcast_storage::StorageError;
+use roomcast_storage::{NewMessage, StorageError, WriteOp, WriteOutcome};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::backfill::encode_event;
@@ -114,6 +115,27 @@ async fn reader_then_wait(reader: impl Future<Output = ()>) -> std::convert::Inf
 
 // ---------------------------------------------------------------- reader
 
+/// A write this socket has queued and not yet answered.
+struct InFlight {
+    queued: chat::Queued,
+    what: WriteKind,
+}
+
+/// What a queued write was, to word its refusal.
+enum WriteKind {
+    Post { client_id: Option<String> },
+    Edit,
+    Delete,
+}
+
+/// What the reader does with a client frame.
+enum Handled {
+    /// Answer the sender now (or say nothing).
+    Reply(Option<Utf8Bytes>),
+    /// Queue a write; its answer comes when it has committed.
+    Write(WriteOp, WriteKind),
+}
+
 async fn read_loop(
     app: &AppState,
     user: &User,
@@ -125,7 +147,24 @@ async fn read_loop(
         .config()
         .max_frames_per_second
         .map(|rate| TokenBucket::new(rate, rate.saturating_mul(2), Instant::now()));
-    while let Some(message) = stream.next().await {
+    // Answered in the order queued. Empty (and unallocated) while idle.
+    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+    loop {
+        let message = tokio::select! {
+            biased;
+            answer = first_answer(&mut in_flight) => {
+                if let Some(frame) = answer
+                    && out.send(Outgoing::Frame(frame)).await.is_err()
+                {
+                    return;
+                }
+                continue;
+            }
+            // A socket with its writes all in flight reads no further, so
+            // TCP pushes back on a client that sends faster than we store.
+            message = stream.next(), if in_flight.len() < MAX_WRITES_IN_FLIGHT => message,
+        };
+        let Some(message) = message else { break };
         if matches!(message, Ok(Message::Text(_) | Message::Binary(_)))
             && let Some(bucket) = bucket.as_mut()
             && !bucket.try_take(Instant::now())
@@ -144,19 +183,19 @@ async fn read_loop(
                 .await
                 .is_err()
             {
-                break;
+                return;
             }
             continue;
         }
-        let reply = match message {
+        let handled = match message {
             // Boxed: the handling state lives on the heap only while a frame
             // is being handled, so an idle socket's task stays small.
             Ok(Message::Text(text)) => Box::pin(handle_text(app, user, room, text.as_str())).await,
-            Ok(Message::Binary(_)) => Some(error_frame(ErrorFrame::new(
+            Ok(Message::Binary(_)) => Handled::Reply(Some(error_frame(ErrorFrame::new(
                 ErrorCode::BadFrame,
                 "Invalid frame: binary frames are not supported.",
-            ))),
-            Ok(Message::Ping(_) | Message::Pong(_)) => None,
+            )))),
+            Ok(Message::Ping(_) | Message::Pong(_)) => Handled::Reply(None),
             Ok(Message::Close(_)) => break,
             Err(e) => {
                 let too_big = matches!(
@@ -165,60 +204,133 @@ async fn read_loop(
                     Some(tungstenite::Error::Capacity(_))
                 );
                 if too_big {
+                    answer_all(&mut in_flight, &out).await;
                     let _ = out
                         .send(Outgoing::Close(close::TOO_BIG, "Message too big."))
                         .await;
+                    return;
                 } else {
                     tracing::debug!(error = %e, "socket read failed");
                 }
                 break;
             }
         };
+        let reply = match handled {
+            Handled::Reply(reply) => reply,
+            Handled::Write(op, what) => match Box::pin(chat::queue(app, op)).await {
+                Ok(queued) => {
+                    in_flight.push_back(InFlight { queued, what });
+                    None
+                }
+                Err(e) => Some(error_frame(refusal(e, &what))),
+            },
+        };
         if let Some(frame) = reply
             && out.send(Outgoing::Frame(frame)).await.is_err()
         {
-            break;
+            return;
+        }
+    }
+    // The client is done sending: what it sent is still answered before
+    // the writer is told to close.
+    answer_all(&mut in_flight, &out).await;
+}
+
+/// Writes one socket may have queued and unanswered at once.
+const MAX_WRITES_IN_FLIGHT: usize = 32;
+
+/// The answer to the oldest write in flight, once it has committed (never
+/// resolves while nothing is in flight).
+async fn first_answer(in_flight: &mut VecDeque<InFlight>) -> Option<Utf8Bytes> {
+    let Some(first) = in_flight.front_mut() else {
+        return std::future::pending().await;
+    };
+    let outcome = chat::outcome_of(&mut first.queued).await;
+    let what = in_flight.pop_front().map(|f| f.what)?;
+    answer(outcome, &what)
+}
+
+async fn answer_all(in_flight: &mut VecDeque<InFlight>, out: &ReplySender<Outgoing>) {
+    while !in_flight.is_empty() {
+        if let Some(frame) = first_answer(in_flight).await
+            && out.send(Outgoing::Frame(frame)).await.is_err()
+        {
+            return;
         }
     }
 }
 
-/// Handles one client frame; returns what to tell the sender alone.
-async fn handle_text(app: &AppState, user: &User, room: &Room, text: &str) -> Option<Utf8Bytes> {
+/// What to tell the sender about its committed (or refused) write.
+fn answer(outcome: Result<WriteOutcome, StorageError>, what: &WriteKind) -> Option<Utf8Bytes> {
+    match outcome {
+        // Broadcast when first stored; the retrying sender gets the
+        // original event again, nobody else sees it twice.
+        Ok(WriteOutcome::Posted(posted)) if posted.duplicate => {
+            Some(utf8(encode_frame(&posted.event)))
+        }
+        Ok(_) => None,
+        Err(e) => Some(error_frame(refusal(e, what))),
+    }
+}
+
+fn refusal(e: StorageError, what: &WriteKind) -> ErrorFrame {
+    match (what, e) {
+        (WriteKind::Post { client_id }, e) => {
+            storage_error(e, "post").with_client_id(client_id.clone())
+        }
+        (WriteKind::Edit, StorageError::Forbidden) => {
+            ErrorFrame::new(ErrorCode::Forbidden, "You can only edit your own messages.")
+        }
+        (WriteKind::Edit, e) => storage_error(e, "edit"),
+        (WriteKind::Delete, StorageError::Forbidden) => ErrorFrame::new(
+            ErrorCode::Forbidden,
+            "You can only delete your own messages.",
+        ),
+        (WriteKind::Delete, e) => storage_error(e, "delete"),
+    }
+}
+
+/// Handles one client frame: a write to queue, or what to tell the sender.
+async fn handle_text(app: &AppState, user: &User, room: &Room, text: &str) -> Handled {
     let frame = match ClientFrame::parse(text) {
         Ok(frame) => frame,
         Err(e) => {
             let err = ErrorFrame::new(e.code(), e.to_string());
-            return Some(error_frame(
+            return Handled::Reply(Some(error_frame(
                 err.with_client_id(ClientFrame::client_id_of(text)),
-            ));
+            )));
         }
     };
-    let refused = match frame {
+    match frame {
         ClientFrame::Text { body, client_id } => {
-            let cid = client_id.as_ref().map(|c| c.as_str().to_owned());
-            match chat::post(app, user, room, body, client_id).await {
-                // Broadcast when first stored; the retrying sender gets the
-                // original event again, nobody else sees it twice.
-                Ok(posted) if posted.duplicate => return Some(utf8(encode_frame(&posted.event))),
-                Ok(_) => return None,
-                Err(e) => storage_error(e, "post").with_client_id(cid),
-            }
+            let what = WriteKind::Post {
+                client_id: client_id.as_ref().map(|c| c.as_str().to_owned()),
+            };
+            let new = NewMessage {
+                room_id: room.id,
+                author: user.clone(),
+                body,
+                client_id,
+            };
+            Handled::Write(WriteOp::Post(new), what)
         }
-        ClientFrame::Update { id, body } => match chat::edit(app, user, room, id, body).await {
-            Ok(_) => return None,
-            Err(StorageError::Forbidden) => {
-                ErrorFrame::new(ErrorCode::Forbidden, "You can only edit your own messages.")
-            }
-            Err(e) => storage_error(e, "edit"),
-        },
-        ClientFrame::Delete { id } => match chat::delete(app, user, room, id).await {
-            Ok(_) => return None,
-            Err(StorageError::Forbidden) => ErrorFrame::new(
-                ErrorCode::Forbidden,
-                "You can only delete your own messages.",
-            ),
-            Err(e) => storage_error(e, "delete"),
-        },
+        ClientFrame::Update { id, body } => Handled::Write(
+            WriteOp::Edit {
+                room: room.id,
+                author: user.id,
+                id,
+                body,
+            },
+            WriteKind::Edit,
+        ),
+        ClientFrame::Delete { id } => Handled::Write(
+            WriteOp::Delete {
+                room: room.id,
+                author: user.id,
+                id,
+            },
+            WriteKind::Delete,
+        ),
         ClientFrame::Typing => {
             let frame = ServerFrame::Event(ChatEvent::Typing {
                 user: user.username.clone(),
@@ -229,10 +341,9 @@ async fn handle_text(app: &AppState, user: &User, room: &Room, text: &str) -> Op
             if let Err(e) = app.hub().publish(room.id, envelope).await {
                 tracing::debug!(error = %e, "typing not relayed to other nodes");
             }
-            return None;
+            Handled::Reply(None)
         }
-    };
-    Some(error_frame(refused))
+    }
 }
 
 fn encode_frame(event: &Event) -> Bytes {

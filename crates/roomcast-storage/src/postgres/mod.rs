@@ -28,7 +28,7 @@ use uuid::Uuid;
 pub use self::scratch::TestDatabase;
 use self::writer::Writers;
 use crate::rows::{self, EVENT_COLUMNS, MESSAGE_COLUMNS, ROOM_COLUMNS};
-use crate::write::{ACTION_NEW, WriteOp};
+use crate::write::{ACTION_NEW, PendingWrite, WriteOp};
 use crate::{
     CommitPolicy, MessageRepository, NewMessage, NewRoom, NewUser, Posted, RoomRepository,
     RoomSeed, SeededRoom, StorageError, Store, UserRepository,
@@ -379,6 +379,10 @@ impl MessageRepository for PgStore {
             .submit(WriteOp::Delete { room, author, id })
             .await?
             .event()
+    }
+
+    async fn queue_write(&self, op: WriteOp) -> Result<PendingWrite> {
+        self.writers.queue(op).await
     }
 
     async fn events_since(&self, room: RoomId, after: Seq, limit: u32) -> Result<Vec<Event>> {

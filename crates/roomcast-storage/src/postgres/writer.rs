@@ -41,7 +41,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::rows::{self, EVENT_COLUMNS};
-use crate::write::{self, ACTION_NEW, Known, Live, Outcomes, WriteOp, WriteOutcome};
+use crate::write::{self, ACTION_NEW, Known, Live, Outcomes, PendingWrite, WriteOp, WriteOutcome};
 use crate::{CommitPolicy, StorageError};
 
 /// Writes waiting for one writer; senders wait (backpressure) beyond this.
@@ -97,13 +97,21 @@ impl Writers {
 
     /// Queues a write with its room's writer and waits for its commit.
     pub(crate) async fn submit(&self, op: WriteOp) -> Result<WriteOutcome, StorageError> {
+        self.queue(op).await?.await
+    }
+
+    /// Queues a write with its room's writer: one queue per room, so the
+    /// queue is the room's commit order.
+    pub(crate) async fn queue(&self, op: WriteOp) -> Result<PendingWrite, StorageError> {
         // The low bits of a v4/v7 uuid are random: an even spread of rooms.
         let n = self.shards.len().max(1) as u128;
         let shard = (Uuid::from(op.room()).as_u128() % n) as usize;
         let queue = self.shards.get(shard).ok_or_else(writer_gone)?;
         let (reply, answer) = oneshot::channel();
         queue.send((op, reply)).await.map_err(|_| writer_gone())?;
-        answer.await.map_err(|_| writer_gone())?
+        Ok(PendingWrite::new(async move {
+            answer.await.map_err(|_| writer_gone())?
+        }))
     }
 }
 

@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use self::writer::Writer;
 use crate::rows::{self, EVENT_COLUMNS, MESSAGE_COLUMNS, ROOM_COLUMNS};
-use crate::write::{WriteOp, WriteOutcome};
+use crate::write::{PendingWrite, WriteOp, WriteOutcome};
 use crate::{
     CommitPolicy, MessageRepository, NewMessage, NewRoom, NewUser, Posted, RoomRepository,
     RoomSeed, SeededRoom, StorageError, Store, UserRepository,
@@ -425,6 +425,10 @@ impl MessageRepository for SqliteStore {
         self.write(WriteOp::Delete { room, author, id })
             .await?
             .event()
+    }
+
+    async fn queue_write(&self, op: WriteOp) -> Result<PendingWrite> {
+        self.writer.queue(op).await
     }
 
     async fn events_since(&self, room: RoomId, after: Seq, limit: u32) -> Result<Vec<Event>> {

@@ -28,7 +28,7 @@ use uuid::Uuid;
 
 use crate::rows::{self, EVENT_COLUMNS};
 use crate::write::ACTION_NEW;
-use crate::write::{self, Known, Live, Outcomes, WriteOp, WriteOutcome};
+use crate::write::{self, Known, Live, Outcomes, PendingWrite, WriteOp, WriteOutcome};
 use crate::{CommitPolicy, StorageError};
 
 /// Writes waiting for the writer; senders wait (backpressure) beyond this.
@@ -59,10 +59,18 @@ impl Writer {
         Ok(Self { tx, task })
     }
 
-    pub(crate) async fn submit(&self, op: WriteOp) -> Result<WriteOutcome, StorageError> {
+    /// Queues a write; the queue is the commit order.
+    pub(crate) async fn queue(&self, op: WriteOp) -> Result<PendingWrite, StorageError> {
         let (reply, answer) = oneshot::channel();
         self.tx.send((op, reply)).await.map_err(|_| writer_gone())?;
-        answer.await.map_err(|_| writer_gone())?
+        Ok(PendingWrite::new(async move {
+            answer.await.map_err(|_| writer_gone())?
+        }))
+    }
+
+    /// Queues a write and waits for its commit.
+    pub(crate) async fn submit(&self, op: WriteOp) -> Result<WriteOutcome, StorageError> {
+        self.queue(op).await?.await
     }
 }
 
