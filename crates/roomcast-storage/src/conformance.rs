@@ -31,6 +31,7 @@ macro_rules! conformance_tests {
             rooms_are_created_with_their_host_as_participant,
             room_slugs_are_unique_per_host,
             participants_are_added_and_removed,
+            admission_reads_user_room_and_membership_at_once,
             posts_get_consecutive_seqs_per_room,
             edits_and_deletes_are_for_the_author_in_the_same_room,
             deleted_bodies_are_never_served_again,
@@ -241,6 +242,46 @@ pub async fn participants_are_added_and_removed(store: Storage) {
             .expect("remove again")
     );
     assert!(!store.is_participant(room_id, bob.id).await.expect("check"));
+}
+
+pub async fn admission_reads_user_room_and_membership_at_once(store: Storage) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let room_id = room(&store, &alice, "lobby").await;
+    let member = store
+        .admission(alice.id, &name("alice"), &slug("lobby"))
+        .await
+        .expect("admission");
+    assert_eq!(member.user.as_ref().map(|u| u.id), Some(alice.id));
+    assert_eq!(member.user.as_ref().map(|u| &u.name), Some(&alice.name));
+    let found = member.room.expect("the room is found");
+    assert_eq!(found.id, room_id);
+    assert_eq!(found.host, name("alice"));
+    assert_eq!(found.name, "lobby");
+    assert_eq!(found.participants_count, 1);
+    assert!(member.participant);
+
+    let outsider = store
+        .admission(bob.id, &name("alice"), &slug("lobby"))
+        .await
+        .expect("admission");
+    assert_eq!(outsider.user.map(|u| u.id), Some(bob.id));
+    assert_eq!(outsider.room.map(|r| r.id), Some(room_id));
+    assert!(!outsider.participant);
+
+    let nowhere = store
+        .admission(alice.id, &name("bob"), &slug("lobby"))
+        .await
+        .expect("admission");
+    assert!(nowhere.user.is_some());
+    assert!(nowhere.room.is_none());
+    assert!(!nowhere.participant);
+
+    let nobody = store
+        .admission(UserId::new(), &name("alice"), &slug("lobby"))
+        .await
+        .expect("admission");
+    assert!(nobody.user.is_none() && nobody.room.is_none() && !nobody.participant);
 }
 
 pub async fn posts_get_consecutive_seqs_per_room(store: Storage) {

@@ -29,7 +29,9 @@ use std::sync::Arc;
 
 pub use credentials::{Credentials, NewRefreshToken, RefreshRefusal};
 pub use error::StorageError;
-pub use model::{CommitPolicy, NewMessage, NewRoom, NewUser, Posted, RoomSeed, SeededRoom};
+pub use model::{
+    Admission, CommitPolicy, NewMessage, NewRoom, NewUser, Posted, RoomSeed, SeededRoom,
+};
 pub use postgres::PgStore;
 pub use repository::{
     CredentialRepository, MessageRepository, RoomRepository, Store, UserRepository,

@@ -52,6 +52,18 @@ pub struct RoomSeed {
     pub members: Vec<Username>,
 }
 
+/// What a WebSocket handshake checks, read in one round trip by
+/// [`crate::RoomRepository::admission`].
+#[derive(Debug, Clone, Default)]
+pub struct Admission {
+    /// The user, if it exists.
+    pub user: Option<User>,
+    /// The room at the address asked for, if any.
+    pub room: Option<Room>,
+    /// Whether the user takes part in that room.
+    pub participant: bool,
+}
+
 /// A seeded room with every member the seed named.
 #[derive(Debug, Clone)]
 pub struct SeededRoom {

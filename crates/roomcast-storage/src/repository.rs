@@ -7,7 +7,7 @@ use roomcast_domain::{
 };
 
 use crate::{
-    Credentials, NewMessage, NewRefreshToken, NewRoom, NewUser, PendingWrite, Posted,
+    Admission, Credentials, NewMessage, NewRefreshToken, NewRoom, NewUser, PendingWrite, Posted,
     RefreshRefusal, RoomSeed, SeededRoom, StorageError, WriteOp, WriteOutcome,
 };
 
@@ -32,6 +32,10 @@ pub trait RoomRepository: Send + Sync {
     /// The room `{host}/{slug}` of the WebSocket path.
     async fn room_by_address(&self, host: &Username, slug: &RoomSlug) -> Result<Option<Room>>;
     async fn is_participant(&self, room: RoomId, user: UserId) -> Result<bool>;
+    /// The user `user`, the room at `host`/`slug` and whether the one takes
+    /// part in the other: what every WebSocket handshake checks, answered
+    /// in one round trip.
+    async fn admission(&self, user: UserId, host: &Username, slug: &RoomSlug) -> Result<Admission>;
     /// Adds a participant; false when they already were one.
     async fn add_participant(&self, room: RoomId, user: UserId) -> Result<bool>;
     /// Removes a participant; false when they were not one.

@@ -13,8 +13,8 @@ use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 use uuid::Uuid;
 
-use crate::StorageError;
 use crate::write::{ACTION_DELETE, ACTION_NEW, ACTION_UPDATE};
+use crate::{Admission, StorageError};
 
 /// Columns [`event`] reads, from `events e JOIN users u`.
 pub(crate) const EVENT_COLUMNS: &str = "e.room_id, e.seq, e.action, e.message_id, e.user_id, \
@@ -24,6 +24,17 @@ pub(crate) const EVENT_COLUMNS: &str = "e.room_id, e.seq, e.action, e.message_id
 pub(crate) const ROOM_COLUMNS: &str = "r.id, h.username AS host, r.slug, r.name, r.description, \
      r.created_at, r.updated_at, \
      (SELECT COUNT(*) FROM participants p WHERE p.room_id = r.id) AS participants_count";
+
+/// Columns [`admission`] reads, from `users u LEFT JOIN users h ON
+/// h.username = <host> LEFT JOIN rooms r ON r.host_id = h.id AND r.slug =
+/// <slug>`: the user's under their own names, the room's renamed where
+/// they would clash.
+pub(crate) const ADMISSION_COLUMNS: &str = "u.id, u.username, u.name, u.avatar, \
+     r.id AS room_id, h.username AS host, r.slug, r.name AS room_name, r.description, \
+     r.created_at, r.updated_at, \
+     (SELECT COUNT(*) FROM participants p WHERE p.room_id = r.id) AS participants_count, \
+     EXISTS (SELECT 1 FROM participants p WHERE p.room_id = r.id AND p.user_id = u.id) \
+     AS participant";
 
 /// Columns [`message`] reads, from `messages m JOIN users u`.
 pub(crate) const MESSAGE_COLUMNS: &str = "m.id, m.room_id, m.user_id, u.username, u.avatar, \
@@ -98,11 +109,31 @@ pub(crate) fn user<R: StoredRow>(row: &R) -> Result<User, StorageError> {
 }
 
 pub(crate) fn room<R: StoredRow>(row: &R) -> Result<Room, StorageError> {
+    room_named(row, "id", "name")
+}
+
+/// The row of an [`ADMISSION_COLUMNS`] query; no row: no such user.
+pub(crate) fn admission<R: StoredRow>(row: Option<&R>) -> Result<Admission, StorageError> {
+    let Some(row) = row else {
+        return Ok(Admission::default());
+    };
+    let room = match row.opt_text("slug")? {
+        Some(_) => Some(room_named(row, "room_id", "room_name")?),
+        None => None,
+    };
+    Ok(Admission {
+        user: Some(user(row)?),
+        participant: room.is_some() && row.flag("participant")?,
+        room,
+    })
+}
+
+fn room_named<R: StoredRow>(row: &R, id: &str, name: &str) -> Result<Room, StorageError> {
     Ok(Room {
-        id: RoomId::from_uuid(row.uuid("id")?),
+        id: RoomId::from_uuid(row.uuid(id)?),
         host: username(row, "host")?,
         slug: RoomSlug::parse(row.text("slug")?).map_err(corrupt)?,
-        name: row.text("name")?,
+        name: row.text(name)?,
         description: row.text("description")?,
         created: ts(row, "created_at")?,
         updated: ts(row, "updated_at")?,

@@ -34,7 +34,12 @@ pub(crate) async fn ws_chat(
             crate::metrics::handshake_refused(refusal_reason(&refusal));
             refusal.into_response()
         }
-        Ok((user, room, since)) => {
+        Ok(Admitted {
+            user,
+            room,
+            since,
+            expires,
+        }) => {
             let upgrade = match upgrade {
                 Ok(u) => u,
                 Err(rejection) => {
@@ -58,7 +63,6 @@ pub(crate) async fn ws_chat(
                 Ok(joined) => joined,
                 Err(refusal) => return refusal.into_response(),
             };
-            let expires = expiry_of(&app, &headers);
             let config = app.config().clone();
             // The feed goes to the socket, or back to the hub if the
             // upgrade fails (the client vanished mid-handshake).
@@ -102,6 +106,15 @@ pub(crate) async fn ws_chat(
     }
 }
 
+/// Who may connect where, once the checks pass.
+struct Admitted {
+    user: User,
+    room: Room,
+    since: Option<Seq>,
+    /// When the token expires: the socket closes then (1008).
+    expires: Option<time::OffsetDateTime>,
+}
+
 /// The checks of PROTOCOL.md section 1, in its order.
 async fn admit(
     app: &AppState,
@@ -109,10 +122,10 @@ async fn admit(
     slug: &str,
     query: &WsQuery,
     headers: &HeaderMap,
-) -> Result<(User, Room, Option<Seq>), ApiError> {
+) -> Result<Admitted, ApiError> {
     let token =
         token_from(headers).ok_or_else(|| ApiError::unauthorized("Authentication required."))?;
-    let (user_id, _claims) = app.keys().verify(&token).map_err(|e| {
+    let (user_id, claims) = app.keys().verify(&token).map_err(|e| {
         tracing::debug!(error = %e, "token refused");
         ApiError::unauthorized("Invalid or expired token.")
     })?;
@@ -127,25 +140,34 @@ async fn admit(
                 .map_err(|_| ApiError::bad_request("`since` must be a non-negative integer."))?,
         ),
     };
-    let user = app
-        .storage()
-        .user_by_id(user_id)
-        .await?
-        .ok_or_else(|| ApiError::unauthorized("Invalid or expired token."))?;
+    let unknown_user = || ApiError::unauthorized("Invalid or expired token.");
     let room_missing = || ApiError::not_found("Room not found.");
-    let host = Username::parse(host).map_err(|_| room_missing())?;
-    let slug = RoomSlug::parse(slug).map_err(|_| room_missing())?;
-    let room = app
-        .storage()
-        .room_by_address(&host, &slug)
-        .await?
-        .ok_or_else(room_missing)?;
-    if !app.storage().is_participant(room.id, user.id).await? {
+    let (host, slug) = match (Username::parse(host), RoomSlug::parse(slug)) {
+        (Ok(host), Ok(slug)) => (host, slug),
+        // No room can be at this address; the user is still checked first.
+        _ => {
+            app.storage()
+                .user_by_id(user_id)
+                .await?
+                .ok_or_else(unknown_user)?;
+            return Err(room_missing());
+        }
+    };
+    // One round trip for the user, the room and the membership.
+    let admission = app.storage().admission(user_id, &host, &slug).await?;
+    let user = admission.user.ok_or_else(unknown_user)?;
+    let room = admission.room.ok_or_else(room_missing)?;
+    if !admission.participant {
         return Err(ApiError::forbidden(
             "You are not a participant of this room.",
         ));
     }
-    Ok((user, room, since))
+    Ok(Admitted {
+        user,
+        room,
+        since,
+        expires: time::OffsetDateTime::from_unix_timestamp(claims.exp).ok(),
+    })
 }
 
 /// Subscribes to the room's feed, then reads where the room stands.
@@ -161,13 +183,6 @@ async fn join_at_current(app: &AppState, room: &Room) -> Result<(RoomFeed, Seq),
             Err(e.into())
         }
     }
-}
-
-/// When the connection's token expires: the socket closes then (1008).
-fn expiry_of(app: &AppState, headers: &HeaderMap) -> Option<time::OffsetDateTime> {
-    let token = token_from(headers)?;
-    let (_, claims) = app.keys().verify(&token).ok()?;
-    time::OffsetDateTime::from_unix_timestamp(claims.exp).ok()
 }
 
 /// A low-cardinality label for the refusal metric.

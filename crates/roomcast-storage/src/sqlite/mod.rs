@@ -23,11 +23,11 @@ use sqlx::{Row, SqlitePool};
 use uuid::Uuid;
 
 use self::writer::Writer;
-use crate::rows::{self, EVENT_COLUMNS, MESSAGE_COLUMNS, ROOM_COLUMNS};
+use crate::rows::{self, ADMISSION_COLUMNS, EVENT_COLUMNS, MESSAGE_COLUMNS, ROOM_COLUMNS};
 use crate::write::{PendingWrite, WriteOp, WriteOutcome};
 use crate::{
-    CommitPolicy, MessageRepository, NewMessage, NewRoom, NewUser, Posted, RoomRepository,
-    RoomSeed, SeededRoom, StorageError, Store, UserRepository,
+    Admission, CommitPolicy, MessageRepository, NewMessage, NewRoom, NewUser, Posted,
+    RoomRepository, RoomSeed, SeededRoom, StorageError, Store, UserRepository,
 };
 
 type Result<T> = std::result::Result<T, StorageError>;
@@ -267,6 +267,23 @@ impl RoomRepository for SqliteStore {
             .await
             .map_err(db)?;
         Ok(row.is_some())
+    }
+
+    async fn admission(&self, user: UserId, host: &Username, slug: &RoomSlug) -> Result<Admission> {
+        let sql = format!(
+            "SELECT {ADMISSION_COLUMNS} FROM users u \
+             LEFT JOIN users h ON h.username = ? \
+             LEFT JOIN rooms r ON r.host_id = h.id AND r.slug = ? \
+             WHERE u.id = ?"
+        );
+        let row = sqlx::query(&sql)
+            .bind(host.as_str())
+            .bind(slug.as_str())
+            .bind(Uuid::from(user))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        rows::admission(row.as_ref())
     }
 
     async fn add_participant(&self, room: RoomId, user: UserId) -> Result<bool> {
