@@ -74,33 +74,47 @@ enum End {
     Drop,
 }
 
-pub(crate) async fn run(app: AppState, socket: WebSocket, session: Session) {
-    let Session {
-        user,
-        room,
-        since,
-        expires,
-        slot,
-        feed,
-        current,
-    } = session;
-    let _slot = slot;
-    let (sink, stream) = socket.split();
-    let mut sink = sink;
-    tracing::debug!(user = %user.username, room = %room.id, "socket open");
+pub(crate) async fn run(
+    app: AppState,
+    mut sink: SplitSink<WebSocket, Message>,
+    stream: SplitStream<WebSocket>,
+    mut session: Box<Session>,
+) {
+    // Fields are borrowed, never moved out, while the socket lives: moved
+    // fields would be stored again in this future, for every connection.
+    let s = &mut *session;
+    tracing::debug!(user = %s.user.username, room = %s.room.id, "socket open");
     metrics::connection_opened();
     // Replay what `since` asks for before reading any client frame, so the
     // client's own new messages come after the replay.
-    let started = Box::pin(start(&app, &room, since, current, &mut sink)).await;
+    let started = Box::pin(start(&app, &s.room, s.since, s.current, &mut sink)).await;
     let (out_tx, out_rx) = replies::queue(32);
-    let reader = read_loop(&app, &user, &room, stream, out_tx);
-    let writer = write_loop(&app, &user, &room, started, expires, feed, out_rx, sink);
+    let reader = read_loop(&app, &s.user, &s.room, stream, out_tx);
+    let writer = write_loop(
+        &app,
+        &s.user,
+        &s.room,
+        started,
+        s.expires,
+        &mut s.feed,
+        out_rx,
+        sink,
+    );
     // The writer ends the session: when it stops, the reader is dropped.
-    let feed = tokio::select! {
-        feed = writer => feed,
+    tokio::select! {
+        () = writer => {},
         never = reader_then_wait(reader) => match never {},
     };
+    let Session {
+        user,
+        room,
+        feed,
+        slot,
+        ..
+    } = *session;
     app.hub().leave(feed).await;
+    // The connection counts against the limit until here.
+    drop(slot);
     metrics::connection_closed();
     tracing::debug!(user = %user.username, room = %room.id, "socket closed");
 }
@@ -382,8 +396,7 @@ fn utf8(bytes: Bytes) -> Utf8Bytes {
 
 // ---------------------------------------------------------------- writer
 
-/// Sends the room's events and the reader's replies until the session ends;
-/// returns the feed so the caller can leave the room.
+/// Sends the room's events and the reader's replies until the session ends.
 #[allow(clippy::too_many_arguments)]
 async fn write_loop(
     app: &AppState,
@@ -391,10 +404,10 @@ async fn write_loop(
     room: &Room,
     started: Result<Seq, End>,
     expires: Option<time::OffsetDateTime>,
-    mut feed: RoomFeed,
+    feed: &mut RoomFeed,
     mut out: ReplyReceiver<Outgoing>,
     mut sink: SplitSink<WebSocket, Message>,
-) -> RoomFeed {
+) {
     let end = match started {
         Ok(last) => {
             let mut writer = Writer {
@@ -404,7 +417,7 @@ async fn write_loop(
                 last,
                 pending: 0,
             };
-            writer.live(user, expires, &mut feed, &mut out).await
+            writer.live(user, expires, feed, &mut out).await
         }
         Err(end) => end,
     };
@@ -421,7 +434,6 @@ async fn write_loop(
         }
         End::Drop => {}
     }
-    feed
 }
 
 /// Where the socket starts: the room's current seq, or after `since` with

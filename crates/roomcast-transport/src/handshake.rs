@@ -8,6 +8,7 @@ use axum::extract::{Path, Query, State, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::http::header::ORIGIN;
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use roomcast_broadcast::RoomFeed;
 use roomcast_domain::{Room, RoomSlug, Seq, User, Username};
 use serde::Deserialize;
@@ -64,17 +65,29 @@ pub(crate) async fn ws_chat(
                 Err(refusal) => return refusal.into_response(),
             };
             let config = app.config().clone();
-            // The feed goes to the socket, or back to the hub if the
-            // upgrade fails (the client vanished mid-handshake).
-            let pending = Arc::new(Mutex::new(Some(feed)));
+            // Built once and boxed: the upgrade task then holds a pointer,
+            // not copies of the user and room at each stage of its future.
+            let session = Box::new(Session {
+                user,
+                room,
+                since,
+                expires,
+                slot,
+                feed,
+                current,
+            });
+            // The session goes to the socket, or its feed back to the hub
+            // if the upgrade fails (the client vanished mid-handshake).
+            let pending = Arc::new(Mutex::new(Some(session)));
             let on_failure = {
                 let (pending, app) = (pending.clone(), app.clone());
                 move |e: axum::Error| {
                     tracing::debug!(error = %e, "upgrade failed");
-                    let feed = pending.lock().ok().and_then(|mut p| p.take());
-                    if let Some(feed) = feed {
+                    let session = pending.lock().ok().and_then(|mut p| p.take());
+                    if let Some(session) = session {
                         let hub = app.hub().clone();
-                        app.sockets().spawn(async move { hub.leave(feed).await });
+                        app.sockets()
+                            .spawn(async move { hub.leave(session.feed).await });
                     }
                 }
             };
@@ -87,19 +100,13 @@ pub(crate) async fn ws_chat(
                 .max_frame_size(config.max_message_bytes)
                 .on_failed_upgrade(on_failure)
                 .on_upgrade(move |socket| {
-                    let feed = pending.lock().ok().and_then(|mut p| p.take());
+                    let session = pending.lock().ok().and_then(|mut p| p.take());
+                    // Split here, so the socket's future holds two handles
+                    // rather than the whole WebSocket.
+                    let (sink, stream) = socket.split();
                     tracker.track_future(async move {
-                        let Some(feed) = feed else { return };
-                        let session = Session {
-                            user,
-                            room,
-                            since,
-                            expires,
-                            slot,
-                            feed,
-                            current,
-                        };
-                        consumer::run(app, socket, session).await
+                        let Some(session) = session else { return };
+                        consumer::run(app, sink, stream, session).await
                     })
                 })
         }
