@@ -20,6 +20,7 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("bench") => bench::run(&args[1..]),
         Some("audit") => bench::audit_command(&args[1..]),
+        Some("trivial-server") => bench::trivial_server(&args[1..]),
         _ => {
             eprintln!("usage: cargo xtask <ci | bench ... | audit ...>");
             return ExitCode::from(2);

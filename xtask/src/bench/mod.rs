@@ -18,6 +18,7 @@ mod scenarios;
 mod server;
 mod storage;
 mod traffic;
+mod trivial;
 mod ws;
 
 use std::collections::HashMap;
@@ -44,7 +45,9 @@ scenarios:
 every scenario:
   --setup S         how to start Roomcast: sqlite (default: SQLite, in-memory
                     layer), postgres (PostgreSQL + Redis), two-nodes (two
-                    nodes on PostgreSQL + Redis; members alternate nodes)
+                    nodes on PostgreSQL + Redis; members alternate nodes),
+                    trivial (not Roomcast: a one-thread in-memory fan-out
+                    server with no storage or checks, the ceiling)
   --postgres-admin-url URL   default postgres://postgres@127.0.0.1:5432/postgres
                     (a fresh database per run, dropped after)
   --redis-url URL   default redis://127.0.0.1:6379 (a fresh prefix per run)
@@ -116,6 +119,11 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let opts = Opts::parse(&args[1..])?;
     let runtime = runtime(&opts)?;
     runtime.block_on(scenarios::run(scenario, &opts))
+}
+
+/// `xtask trivial-server`: the baseline server `--setup trivial` runs.
+pub(crate) fn trivial_server(args: &[String]) -> anyhow::Result<()> {
+    trivial::run(args)
 }
 
 /// `cargo xtask audit --fixture FILE`.

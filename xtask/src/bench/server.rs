@@ -116,6 +116,9 @@ pub enum Setup {
     /// Two nodes sharing PostgreSQL and Redis; members alternate nodes, so
     /// most deliveries cross Redis.
     TwoNodes,
+    /// Not Roomcast: the trivial in-memory fan-out server of
+    /// [`super::trivial`], the ceiling to compare with.
+    Trivial,
 }
 
 impl std::str::FromStr for Setup {
@@ -126,8 +129,9 @@ impl std::str::FromStr for Setup {
             "sqlite" => Ok(Self::Sqlite),
             "postgres" => Ok(Self::Postgres),
             "two-nodes" => Ok(Self::TwoNodes),
+            "trivial" => Ok(Self::Trivial),
             other => Err(format!(
-                "unknown setup {other:?}: sqlite, postgres or two-nodes"
+                "unknown setup {other:?}: sqlite, postgres, two-nodes or trivial"
             )),
         }
     }
@@ -137,14 +141,14 @@ impl Setup {
     fn nodes(self) -> usize {
         match self {
             Setup::TwoNodes => 2,
-            Setup::Sqlite | Setup::Postgres => 1,
+            Setup::Sqlite | Setup::Postgres | Setup::Trivial => 1,
         }
     }
 
     /// The suffix of the run's name, so result files say what ran.
     fn label(self) -> &'static str {
         match self {
-            Setup::Sqlite => "",
+            Setup::Sqlite | Setup::Trivial => "",
             Setup::Postgres => "+postgres+redis",
             Setup::TwoNodes => "x2+postgres+redis",
         }
@@ -285,7 +289,7 @@ impl Roomcast {
         ));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let database = match setup {
-            Setup::Sqlite => None,
+            Setup::Sqlite | Setup::Trivial => None,
             Setup::Postgres | Setup::TwoNodes => Some(
                 TestDatabase::create(&services.postgres_admin_url)
                     .await
@@ -306,8 +310,39 @@ impl Roomcast {
             },
         };
         // From here on, dropping `server` cleans up whatever was started.
-        server.launch(bin, setup, services, rooms, members)?;
+        if setup == Setup::Trivial {
+            server.launch_trivial(rooms, members)?;
+        } else {
+            server.launch(bin, setup, services, rooms, members)?;
+        }
         Ok(server)
+    }
+
+    /// Starts `xtask trivial-server`, which prints its fixture first.
+    fn launch_trivial(&mut self, rooms: usize, members: usize) -> anyhow::Result<()> {
+        let exe = std::env::current_exe().context("locating the xtask binary")?;
+        let mut child = Command::new(exe)
+            .args(["trivial-server", "--rooms", &rooms.to_string()])
+            .args(["--members", &members.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting the trivial server")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        self.nodes.push(Node {
+            child,
+            stdout: None,
+        });
+        let mut stdout = BufReader::new(stdout);
+        let mut line = String::new();
+        stdout.read_line(&mut line)?;
+        self.fixture = serde_json::from_str(&line).context("decoding the trivial fixture")?;
+        if let Some(node) = self.nodes.last_mut() {
+            node.stdout = Some(std::thread::spawn(move || {
+                std::io::copy(&mut stdout, &mut std::io::sink())
+            }));
+        }
+        Ok(())
     }
 
     fn launch(
