@@ -295,6 +295,13 @@ pub async fn posts_get_consecutive_seqs_per_room(store: Storage) {
     }
     assert_eq!(seqs, vec![1, 1, 2, 2, 3, 3]);
     assert_eq!(store.last_seq(one).await.expect("seq"), 3);
+    assert_eq!(store.log_bounds(one).await.expect("bounds"), (3, 1));
+    let empty = room(&store, &alice, "empty").await;
+    assert_eq!(store.log_bounds(empty).await.expect("bounds"), (0, 1));
+    assert!(matches!(
+        store.log_bounds(RoomId::new()).await,
+        Err(StorageError::NotFound)
+    ));
     let events = store.events_since(one, 1, 100).await.expect("since");
     assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2, 3]);
     match &events[0].kind {
@@ -880,9 +887,11 @@ pub async fn retention_prunes_old_events_but_keeps_messages(store: Storage) {
         3,
         "empty log: last_seq + 1"
     );
+    assert_eq!(store.log_bounds(room_id).await.expect("bounds"), (2, 3));
     let (_, seq) = post(&store, room_id, &alice, "new").await;
     assert_eq!(seq, 3, "seq keeps counting after pruning");
     assert_eq!(store.first_kept_seq(room_id).await.expect("first"), 3);
+    assert_eq!(store.log_bounds(room_id).await.expect("bounds"), (3, 3));
     assert_eq!(
         store
             .history(room_id, None, 10)

@@ -100,6 +100,14 @@ pub trait MessageRepository: Send + Sync {
     /// The oldest seq still in the room's log (`last_seq + 1` when the log
     /// is empty): a client behind it cannot resume and must reload.
     async fn first_kept_seq(&self, room: RoomId) -> Result<Seq>;
+    /// `(last_seq, first_kept_seq)` read together: what a resuming socket
+    /// needs, in one round trip where the backend can (a reconnect storm
+    /// is thousands of these at once). This default makes two.
+    async fn log_bounds(&self, room: RoomId) -> Result<(Seq, Seq)> {
+        let last = self.last_seq(room).await?;
+        let first_kept = self.first_kept_seq(room).await?;
+        Ok((last, first_kept))
+    }
     /// Drops events older than `before` from every room's log (retention);
     /// messages themselves stay. Returns how many were dropped.
     async fn prune_events(&self, before: roomcast_domain::Timestamp) -> Result<u64>;

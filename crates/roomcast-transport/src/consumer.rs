@@ -40,6 +40,9 @@ pub(crate) struct Session {
     /// The room's seq when the feed was joined: the socket sends every
     /// event after it (or after `since`).
     pub current: Seq,
+    /// With `since`: the oldest seq still in the room's log, read with
+    /// `current`. A client behind it cannot resume and must reload.
+    pub first_kept: Seq,
 }
 
 /// PROTOCOL.md section 5.
@@ -87,7 +90,7 @@ pub(crate) async fn run(
     metrics::connection_opened();
     // Replay what `since` asks for before reading any client frame, so the
     // client's own new messages come after the replay.
-    let started = Box::pin(start(&app, &s.room, s.since, s.current, &mut sink)).await;
+    let started = Box::pin(start(&app, s, &mut sink)).await;
     let (out_tx, out_rx) = replies::queue(32);
     let reader = read_loop(&app, &s.user, &s.room, stream, out_tx);
     let writer = write_loop(
@@ -440,19 +443,14 @@ async fn write_loop(
 /// everything since replayed from storage and `synced` sent.
 async fn start(
     app: &AppState,
-    room: &Room,
-    since: Option<Seq>,
-    current: Seq,
+    session: &Session,
     sink: &mut SplitSink<WebSocket, Message>,
 ) -> Result<Seq, End> {
-    let Some(since) = since else {
+    let (room, current) = (&session.room, session.current);
+    let Some(since) = session.since else {
         return Ok(current);
     };
-    let first_kept = app.storage().first_kept_seq(room.id).await.map_err(|e| {
-        tracing::warn!(error = %e, "cannot read the room's log start");
-        End::Close(close::TRY_AGAIN, "Storage unavailable; try again.")
-    })?;
-    if since > current || since + 1 < first_kept {
+    if since > current || since + 1 < session.first_kept {
         // A position this room never had (another server, a reset log), or
         // one older than the kept log: the client reloads over HTTP.
         let reset = ServerFrame::Event(ChatEvent::Reset { seq: current });
@@ -466,7 +464,10 @@ async fn start(
         last: since,
         pending: 0,
     };
-    writer.catch_up(Seq::MAX).await?;
+    // Up to `current` from storage (nothing to fetch when the client is
+    // already there, as most are in a reconnect storm); what came after
+    // is in the feed, joined before `current` was read.
+    writer.catch_up(current).await?;
     let synced = ServerFrame::Event(ChatEvent::Synced { seq: writer.last });
     writer.push(Utf8Bytes::from(synced.to_json())).await?;
     writer.flush().await?;

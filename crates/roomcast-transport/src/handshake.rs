@@ -60,7 +60,7 @@ pub(crate) async fn ws_chat(
             // Join the room and read its position before answering the
             // handshake: a client that sees 101 gets every event stored
             // after that, even one posted the next instant by someone else.
-            let (feed, current) = match join_at_current(&app, &room).await {
+            let (feed, current, first_kept) = match join_at_current(&app, &room, since).await {
                 Ok(joined) => joined,
                 Err(refusal) => return refusal.into_response(),
             };
@@ -75,6 +75,7 @@ pub(crate) async fn ws_chat(
                 slot,
                 feed,
                 current,
+                first_kept,
             });
             // The session goes to the socket, or its feed back to the hub
             // if the upgrade fails (the client vanished mid-handshake).
@@ -177,14 +178,24 @@ async fn admit(
     })
 }
 
-/// Subscribes to the room's feed, then reads where the room stands.
-async fn join_at_current(app: &AppState, room: &Room) -> Result<(RoomFeed, Seq), ApiError> {
+/// Subscribes to the room's feed, then reads where the room stands: its
+/// last seq and, for a resume, the oldest seq still in its log (one round
+/// trip either way).
+async fn join_at_current(
+    app: &AppState,
+    room: &Room,
+    since: Option<Seq>,
+) -> Result<(RoomFeed, Seq, Seq), ApiError> {
     let feed = app.hub().join(room.id).await.map_err(|e| {
         tracing::warn!(error = %e, room = %room.id, "cannot join room group");
         ApiError::unavailable("Cannot join the room right now; try again.")
     })?;
-    match app.storage().last_seq(room.id).await {
-        Ok(current) => Ok((feed, current)),
+    let position = match since {
+        Some(_) => app.storage().log_bounds(room.id).await,
+        None => app.storage().last_seq(room.id).await.map(|s| (s, 1)),
+    };
+    match position {
+        Ok((current, first_kept)) => Ok((feed, current, first_kept)),
         Err(e) => {
             app.hub().leave(feed).await;
             Err(e.into())

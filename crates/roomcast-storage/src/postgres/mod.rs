@@ -446,6 +446,24 @@ impl MessageRepository for PgStore {
         Ok(seq.max(1) as u64)
     }
 
+    async fn log_bounds(&self, room: RoomId) -> Result<(Seq, Seq)> {
+        let row = sqlx::query(
+            "SELECT last_seq, \
+             COALESCE((SELECT MIN(seq) FROM events WHERE room_id = $1), last_seq + 1) \
+             FROM rooms WHERE id = $1",
+        )
+        .bind(Uuid::from(room))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?
+        .ok_or(StorageError::NotFound)?;
+        let read = |i: usize| {
+            row.try_get::<i64, _>(i)
+                .map_err(|e| StorageError::Corrupt(e.to_string()))
+        };
+        Ok((read(0)?.max(0) as u64, read(1)?.max(1) as u64))
+    }
+
     async fn prune_events(&self, before: Timestamp) -> Result<u64> {
         let done = sqlx::query("DELETE FROM events WHERE created_at < $1")
             .bind(before.unix_micros())
