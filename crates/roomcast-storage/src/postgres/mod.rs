@@ -431,19 +431,7 @@ impl MessageRepository for PgStore {
     }
 
     async fn first_kept_seq(&self, room: RoomId) -> Result<Seq> {
-        let row = sqlx::query(
-            "SELECT COALESCE((SELECT MIN(seq) FROM events WHERE room_id = $1), last_seq + 1) \
-             FROM rooms WHERE id = $1",
-        )
-        .bind(Uuid::from(room))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?
-        .ok_or(StorageError::NotFound)?;
-        let seq: i64 = row
-            .try_get(0)
-            .map_err(|e| StorageError::Corrupt(e.to_string()))?;
-        Ok(seq.max(1) as u64)
+        Ok(self.log_bounds(room).await?.1)
     }
 
     async fn log_bounds(&self, room: RoomId) -> Result<(Seq, Seq)> {

@@ -474,16 +474,7 @@ impl MessageRepository for SqliteStore {
     }
 
     async fn first_kept_seq(&self, room: RoomId) -> Result<Seq> {
-        let row = sqlx::query(
-            "SELECT COALESCE((SELECT MIN(seq) FROM events WHERE room_id = ?1), last_seq + 1) \
-             FROM rooms WHERE id = ?1",
-        )
-        .bind(Uuid::from(room))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?
-        .ok_or(StorageError::NotFound)?;
-        Ok(row.get::<i64, _>(0).max(1) as u64)
+        Ok(self.log_bounds(room).await?.1)
     }
 
     async fn log_bounds(&self, room: RoomId) -> Result<(Seq, Seq)> {
