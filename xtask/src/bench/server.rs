@@ -460,3 +460,41 @@ fn free_port() -> anyhow::Result<u16> {
 fn path_str(p: &Path) -> anyhow::Result<&str> {
     p.to_str().context("temporary directory path is not UTF-8")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setups_parse_by_name_and_refuse_others_clearly() {
+        assert_eq!("two-nodes".parse::<Setup>(), Ok(Setup::TwoNodes));
+        assert_eq!("trivial".parse::<Setup>(), Ok(Setup::Trivial));
+        let err = "mysql".parse::<Setup>().expect_err("unknown setup");
+        assert!(
+            err.contains("sqlite, postgres, two-nodes or trivial"),
+            "{err}"
+        );
+        assert_eq!(Setup::TwoNodes.nodes(), 2);
+    }
+
+    #[test]
+    fn members_alternate_between_a_clusters_nodes() {
+        let fixture = Fixture {
+            name: "x".into(),
+            ws_base: "ws://127.0.0.1:1/ws/chat".into(),
+            cookie_name: "JWT".into(),
+            origin: "http://127.0.0.1:1".into(),
+            rooms: Vec::new(),
+            more_ws_bases: vec!["ws://127.0.0.1:2/ws/chat".into()],
+        };
+        let nodes = fixture.nodes().expect("loopback nodes");
+        let ports: Vec<u16> = (0..4).map(|m| node_of(&nodes, m).addr.port()).collect();
+        assert_eq!(ports, vec![1, 2, 1, 2]);
+        let remote = Fixture {
+            ws_base: "ws://192.0.2.1:1/ws/chat".into(),
+            more_ws_bases: Vec::new(),
+            ..fixture
+        };
+        assert!(remote.nodes().is_err(), "only loopback servers are driven");
+    }
+}
