@@ -186,3 +186,26 @@ pub(crate) fn event<R: StoredRow>(row: &R) -> Result<Event, StorageError> {
     };
     Ok(Event { room_id, seq, kind })
 }
+
+/// The SQLite writer's rows (rusqlite, on its own thread).
+impl StoredRow for rusqlite::Row<'_> {
+    fn uuid(&self, col: &str) -> Result<Uuid, StorageError> {
+        self.get(col).map_err(corrupt)
+    }
+    fn int(&self, col: &str) -> Result<i64, StorageError> {
+        self.get(col).map_err(corrupt)
+    }
+    fn flag(&self, col: &str) -> Result<bool, StorageError> {
+        self.get(col).map_err(corrupt)
+    }
+    fn text(&self, col: &str) -> Result<String, StorageError> {
+        self.get(col).map_err(corrupt)
+    }
+    fn opt_text(&self, col: &str) -> Result<Option<String>, StorageError> {
+        self.get(col).map_err(corrupt)
+    }
+    fn action(&self) -> Result<i16, StorageError> {
+        let raw: i64 = self.get("action").map_err(corrupt)?;
+        i16::try_from(raw).map_err(corrupt)
+    }
+}

@@ -87,13 +87,9 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(StorageError::unavailable)?;
-        // SQLite's automatic checkpoint runs inside the commit that crosses
-        // the threshold, stalling that batch (and every message in it) for
-        // a database-file fsync: tens of ms of p99 on this disk. The writer
-        // never checkpoints; a background task does, in PASSIVE mode, which
-        // never blocks the writer.
-        let writer_options = options.clone().pragma("wal_autocheckpoint", "0");
-        let writer = Writer::start(&writer_options, policy).await?;
+        // The writer has a connection of its own, which never checkpoints:
+        // a background task does, in PASSIVE mode, off the commit path.
+        let writer = Writer::start(options.get_filename(), BUSY_TIMEOUT, policy).await?;
         let checkpointer = tokio::spawn(checkpoint_forever(pool.clone()));
         Ok(Self {
             pool,
