@@ -40,7 +40,8 @@ scenarios:
                --rooms 50 --members 1 --duration 10
   storm        every socket dropped at once with traffic running; time to resume
                --rooms 1000 --members 10 --rate 2000 --duration 8 --storm-at 3
-  all          connections, fanout at 1000 and 10000, saturation, persisted, storm
+  all          connections, fanout at 1000 and 10000, saturation (50 x 10, then
+               1 room x 1000 members), persisted, storm
 
 every scenario:
   --setup S         how to start Roomcast: sqlite (default: SQLite, in-memory
@@ -60,7 +61,7 @@ cargo xtask audit --fixture FILE: replay every room (?since=0) and check
 its seq log has no gap and no repeat.";
 
 /// `--name value` pairs.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Opts {
     values: HashMap<String, String>,
 }
@@ -91,6 +92,15 @@ impl Opts {
                 .parse()
                 .map_err(|e| anyhow::anyhow!("--{name} {v:?}: {e}")),
         }
+    }
+
+    /// These options, with `name` set to `value` unless it was given.
+    pub(crate) fn with_default(&self, name: &str, value: &str) -> Self {
+        let mut opts = self.clone();
+        opts.values
+            .entry(name.to_owned())
+            .or_insert_with(|| value.to_owned());
+        opts
     }
 
     pub(crate) fn text(&self, name: &str) -> Option<&str> {
@@ -166,4 +176,31 @@ fn rerun_in_release(task: &str, args: &[String]) -> anyhow::Result<()> {
         bail!("{task} failed ({status})");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Opts;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_default_fills_only_what_was_not_given() {
+        let opts = Opts::parse(&args(&["--rooms", "7"])).expect("parse");
+        let big = opts
+            .with_default("rooms", "1")
+            .with_default("members", "1000");
+        assert_eq!(big.get("rooms", 0usize).expect("rooms"), 7);
+        assert_eq!(big.get("members", 0usize).expect("members"), 1000);
+        // The original is left as it was.
+        assert_eq!(opts.text("members"), None);
+    }
+
+    #[test]
+    fn an_option_without_a_value_is_refused() {
+        assert!(Opts::parse(&args(&["--rooms"])).is_err());
+        assert!(Opts::parse(&args(&["rooms", "7"])).is_err());
+    }
 }

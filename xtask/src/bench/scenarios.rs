@@ -24,6 +24,11 @@ pub async fn run(scenario: &str, opts: &Opts) -> anyhow::Result<()> {
             fanout(opts, Some(1_000.0)).await?;
             fanout(opts, Some(10_000.0)).await?;
             saturation(opts).await?;
+            // The second shape: one big room, fan-out bound.
+            let big_room = opts
+                .with_default("rooms", "1")
+                .with_default("members", "1000");
+            saturation(&big_room).await?;
             persisted(opts).await?;
             storm(opts).await
         }
