@@ -510,13 +510,17 @@ impl Writer<'_> {
         feed: &mut RoomFeed,
         out: &mut ReplyReceiver<Outgoing>,
     ) -> End {
-        let shutdown = self.app.shutdown_token().clone();
+        // A child token, waited on through one pinned future: polling the
+        // server's own token locks its mutex (and re-registers a waiter)
+        // on every wake of every socket, one lock all sockets contend for.
+        let shutdown = self.app.shutdown_token().child_token();
+        let shutting_down = shutdown.cancelled();
         let expiry = token_expiry(expires);
-        tokio::pin!(expiry);
+        tokio::pin!(shutting_down, expiry);
         loop {
             let step = tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => Err(match self.app.config().shutdown_mode {
+                () = &mut shutting_down => Err(match self.app.config().shutdown_mode {
                     ShutdownMode::Frame => End::Close(close::GOING_AWAY, "Server shutting down."),
                     ShutdownMode::Drop => End::Drop,
                 }),
