@@ -539,6 +539,8 @@ impl MessageRepository for SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn health(&self) -> Result<()> {
+        // Reads may work while writes cannot: the writer thread is gone.
+        self.writer.alive()?;
         sqlx::query("SELECT 1")
             .execute(&self.pool)
             .await

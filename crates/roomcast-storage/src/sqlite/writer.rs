@@ -80,6 +80,16 @@ impl Writer {
         }))
     }
 
+    /// Whether the writer thread still takes writes (it ends only if it
+    /// panicked, or after the store is dropped).
+    pub(crate) fn alive(&self) -> Result<(), StorageError> {
+        if self.tx.is_closed() {
+            Err(writer_gone())
+        } else {
+            Ok(())
+        }
+    }
+
     /// Queues a write and waits for its commit.
     pub(crate) async fn submit(&self, op: WriteOp) -> Result<WriteOutcome, StorageError> {
         self.queue(op).await?.await
