@@ -293,3 +293,33 @@ fn write_rows(tx: &Connection, rows: &write::Rows) -> rusqlite::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Durability rests on these per-connection settings: a writer opened
+    /// without them would acknowledge writes that are not on disk yet.
+    #[test]
+    fn the_writer_connection_syncs_every_commit_and_never_checkpoints() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("w.db");
+        Connection::open(&path).expect("create");
+        let conn = open(path, std::time::Duration::from_secs(1)).expect("open");
+        let pragma = |name: &str| -> String {
+            conn.query_row(&format!("PRAGMA {name}"), [], |row| {
+                row.get::<_, rusqlite::types::Value>(0)
+            })
+            .map(|v| match v {
+                rusqlite::types::Value::Integer(i) => i.to_string(),
+                rusqlite::types::Value::Text(t) => t,
+                other => format!("{other:?}"),
+            })
+            .expect(name)
+        };
+        assert_eq!(pragma("journal_mode"), "wal");
+        assert_eq!(pragma("synchronous"), "2", "FULL");
+        assert_eq!(pragma("foreign_keys"), "1");
+        assert_eq!(pragma("wal_autocheckpoint"), "0");
+    }
+}
