@@ -30,6 +30,16 @@
 //! the transaction is rolled back (or never committed), so nothing of it is
 //! visible. The connection is then dropped and the next batch reconnects,
 //! so the writer recovers by itself when the database comes back.
+//!
+//! One failure is different: `COMMIT` sent and never answered (the
+//! connection broke, the batch timed out). The batch may be stored, and
+//! answering `unavailable` would leave a stored event that nobody
+//! broadcasts, so other clients would see it only when a later event
+//! revealed the gap. The writer settles it instead: on a fresh connection
+//! it waits for the batch's room lock (held until the old transaction has
+//! committed or aborted), then looks for the batch's first event. Stored:
+//! the batch is answered as committed. Absent: `unavailable`, truly nothing
+//! stored. Only if the database stays unreachable does it stay in doubt.
 
 use std::io;
 use std::time::Duration;
@@ -178,7 +188,7 @@ async fn commit_batch(
             }
         }
         Err(e) => {
-            tracing::error!(error = %e, writes = batch.len(), "postgres batch failed; nothing of it was committed");
+            tracing::error!(error = %e, writes = batch.len(), "postgres batch failed; answered unavailable");
             // Whatever state the connection is in, a new one is clean.
             *conn = None;
             let msg = e.to_string();
@@ -223,7 +233,9 @@ async fn attempt(
             Some(live) => live,
             None => conn.insert(connect(options).await?),
         };
-        match tokio::time::timeout(BATCH_TIMEOUT, apply(live, ops)).await {
+        let mut in_doubt = None;
+        let error = match tokio::time::timeout(BATCH_TIMEOUT, apply(live, ops, &mut in_doubt)).await
+        {
             Ok(Ok(outcomes)) => return Ok(outcomes),
             Ok(Err(Failed {
                 error,
@@ -232,16 +244,98 @@ async fn attempt(
                 tracing::warn!(%error, "postgres writer reconnecting");
                 *conn = None;
                 retried = true;
+                continue;
             }
-            Ok(Err(failed)) => return Err(failed.error),
-            Err(_) => {
-                return Err(sqlx::Error::Io(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "postgres batch timed out",
-                )));
+            Ok(Err(failed)) => failed.error,
+            Err(_) => sqlx::Error::Io(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "postgres batch timed out",
+            )),
+        };
+        return match in_doubt {
+            Some(doubt) => {
+                // The old connection may still hold the transaction open.
+                *conn = None;
+                settle(options, doubt, error).await
             }
+            None => Err(error),
+        };
+    }
+}
+
+/// A batch whose `COMMIT` may have been sent without an answer.
+struct InDoubt {
+    outcomes: Outcomes,
+    probe: Probe,
+}
+
+/// The batch's first event, which is in the log if and only if the batch
+/// committed: its message id and timestamp are this batch's own.
+struct Probe {
+    room: Uuid,
+    seq: i64,
+    message: Uuid,
+    created: i64,
+}
+
+/// Pauses before each attempt to find out whether an unanswered commit
+/// was stored: at once, then while the database may be coming back.
+const SETTLE_PAUSES: [Duration; 3] = [
+    Duration::ZERO,
+    Duration::from_millis(200),
+    Duration::from_secs(1),
+];
+
+/// Finds out whether a batch whose commit went unanswered was stored:
+/// its outcomes if so, the commit's error if not (or if it cannot tell).
+async fn settle(
+    options: &PgConnectOptions,
+    doubt: InDoubt,
+    error: sqlx::Error,
+) -> Result<Outcomes, sqlx::Error> {
+    tracing::warn!(%error, "postgres commit unanswered; checking whether it was stored");
+    for pause in SETTLE_PAUSES {
+        tokio::time::sleep(pause).await;
+        match tokio::time::timeout(BATCH_TIMEOUT, stored(options, &doubt.probe)).await {
+            Ok(Ok(true)) => {
+                tracing::info!("the unanswered commit was stored; answering it as committed");
+                return Ok(doubt.outcomes);
+            }
+            Ok(Ok(false)) => return Err(error),
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot check the unanswered commit yet"),
+            Err(_) => tracing::warn!("checking the unanswered commit timed out"),
         }
     }
+    tracing::error!(
+        %error,
+        "postgres commit still in doubt: answered unavailable; if it was stored, \
+         sockets fetch it when the room's next event reveals the gap"
+    );
+    Err(error)
+}
+
+/// Whether the probed event is in the log, read once the batch's old
+/// transaction has ended: its room row stays locked until then.
+async fn stored(options: &PgConnectOptions, probe: &Probe) -> Result<bool, sqlx::Error> {
+    let mut conn = connect(options).await?;
+    let mut tx = conn.begin().await?;
+    sqlx::query("SELECT 1 FROM rooms WHERE id = $1 FOR NO KEY UPDATE")
+        .bind(probe.room)
+        .execute(&mut *tx)
+        .await?;
+    let found: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM events \
+         WHERE room_id = $1 AND seq = $2 AND message_id = $3 AND created_at = $4)",
+    )
+    .bind(probe.room)
+    .bind(probe.seq)
+    .bind(probe.message)
+    .bind(probe.created)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.rollback().await?;
+    let _ = conn.close().await;
+    Ok(found)
 }
 
 /// Everything the batch writes, in one statement. Data-modifying CTEs all
@@ -275,7 +369,15 @@ SELECT * FROM unnest($14::uuid[], $15::int8[], $16::int2[], $17::uuid[], $18::uu
 /// The outer error aborts the whole batch; inner ones are per write (not
 /// found, not the author), decided before anything is written, so they
 /// leave the rest of the batch alone.
-async fn apply(conn: &mut PgConnection, ops: &[&WriteOp]) -> Result<Outcomes, Failed> {
+///
+/// Just before `COMMIT` it leaves the batch in `in_doubt`, where the caller
+/// finds it if the commit goes unanswered (an error, or a timeout that
+/// drops this future).
+async fn apply(
+    conn: &mut PgConnection,
+    ops: &[&WriteOp],
+    in_doubt: &mut Option<InDoubt>,
+) -> Result<Outcomes, Failed> {
     let rooms = write::rooms_of(ops);
     let mut tx = conn.begin().await?;
 
@@ -336,6 +438,20 @@ async fn apply(conn: &mut PgConnection, ops: &[&WriteOp]) -> Result<Outcomes, Fa
     }
 
     let (rows, outcomes) = write::plan(ops, known);
+    let probe = match (
+        rows.ev_rooms.first(),
+        rows.ev_seqs.first(),
+        rows.ev_messages.first(),
+        rows.ev_created.first(),
+    ) {
+        (Some(&room), Some(&seq), Some(&message), Some(&created)) => Some(Probe {
+            room,
+            seq,
+            message,
+            created,
+        }),
+        _ => None,
+    };
     if !rows.is_empty() {
         sqlx::query(WRITE_BATCH)
             .bind(rows.room_ids)
@@ -365,9 +481,19 @@ async fn apply(conn: &mut PgConnection, ops: &[&WriteOp]) -> Result<Outcomes, Fa
             .await?;
     }
 
+    let Some(probe) = probe else {
+        // Nothing written (every write refused or a repeat): the outcomes
+        // hold whatever the commit does.
+        tx.commit().await?;
+        return Ok(outcomes);
+    };
+    *in_doubt = Some(InDoubt { outcomes, probe });
     tx.commit().await.map_err(|error| Failed {
         error,
         committing: true,
     })?;
-    Ok(outcomes)
+    in_doubt
+        .take()
+        .map(|doubt| doubt.outcomes)
+        .ok_or_else(|| Failed::from(sqlx::Error::Protocol("batch outcomes lost".into())))
 }
