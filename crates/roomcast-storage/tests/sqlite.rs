@@ -25,3 +25,20 @@ async fn several_handles_share_one_sequence() {
     }
     roomcast_storage::conformance::several_handles_share_one_sequence(handles).await;
 }
+
+/// `sqlite::memory:`, for embedders' tests: the writer shares sqlx's
+/// in-memory database (one per store), not a file of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_memory_database_takes_writes_and_reads_them_back() {
+    let memory = || async {
+        let store: Storage = Arc::new(SqliteStore::open("sqlite::memory:").await.expect("open"));
+        store
+    };
+    roomcast_storage::conformance::posts_get_consecutive_seqs_per_room(memory().await).await;
+    // Each store is a database of its own: the same users again, no clash.
+    roomcast_storage::conformance::queued_writes_commit_in_the_order_queued(memory().await).await;
+    roomcast_storage::conformance::edits_and_deletes_are_for_the_author_in_the_same_room(
+        memory().await,
+    )
+    .await;
+}

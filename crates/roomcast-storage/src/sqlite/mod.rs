@@ -22,7 +22,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 use uuid::Uuid;
 
-use self::writer::Writer;
+use self::writer::{DatabaseFile, Writer};
 use crate::rows::{self, ADMISSION_COLUMNS, EVENT_COLUMNS, MESSAGE_COLUMNS, ROOM_COLUMNS};
 use crate::write::{PendingWrite, WriteOp, WriteOutcome};
 use crate::{
@@ -89,7 +89,11 @@ impl SqliteStore {
             .map_err(StorageError::unavailable)?;
         // The writer has a connection of its own, which never checkpoints:
         // a background task does, in PASSIVE mode, off the commit path.
-        let writer = Writer::start(options.get_filename(), BUSY_TIMEOUT, policy).await?;
+        let file = DatabaseFile {
+            path: options.get_filename().to_owned(),
+            in_memory: url.contains(":memory:") || url.contains("mode=memory"),
+        };
+        let writer = Writer::start(file, BUSY_TIMEOUT, policy).await?;
         let checkpointer = tokio::spawn(checkpoint_forever(pool.clone()));
         Ok(Self {
             pool,

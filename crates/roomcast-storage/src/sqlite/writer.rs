@@ -25,7 +25,7 @@
 //! cached prepared statements and commits.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::LazyLock;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
@@ -53,12 +53,11 @@ impl Writer {
     /// file and starts its thread; at most `policy.max_batch` writes share
     /// one commit (`policy.writers` does not apply: SQLite has one writer).
     pub(crate) async fn start(
-        path: &Path,
+        file: DatabaseFile,
         busy_timeout: std::time::Duration,
         policy: CommitPolicy,
     ) -> Result<Self, StorageError> {
-        let path = path.to_owned();
-        let conn = tokio::task::spawn_blocking(move || open(path, busy_timeout))
+        let conn = tokio::task::spawn_blocking(move || open(file, busy_timeout))
             .await
             .map_err(StorageError::unavailable)?
             .map_err(StorageError::unavailable)?;
@@ -100,13 +99,29 @@ fn writer_gone() -> StorageError {
     StorageError::unavailable(io::Error::other("sqlite writer stopped"))
 }
 
+/// The database the pool has opened (and migrated), as the writer must
+/// open it too.
+#[derive(Debug)]
+pub(crate) struct DatabaseFile {
+    /// The file, or for an in-memory database the name sqlx gave it.
+    pub(crate) path: PathBuf,
+    /// `sqlite::memory:` (or `mode=memory`): sqlx shares it between its
+    /// connections through SQLite's shared cache under that name, and so
+    /// does the writer.
+    pub(crate) in_memory: bool,
+}
+
 /// The writer's connection. Its settings are per connection, so they are
 /// set here, not inherited from the pool's options.
-fn open(path: PathBuf, busy_timeout: std::time::Duration) -> rusqlite::Result<Connection> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
+fn open(file: DatabaseFile, busy_timeout: std::time::Duration) -> rusqlite::Result<Connection> {
+    // The same open flags as sqlx's, so both reach the same database.
+    let mut flags = OpenFlags::SQLITE_OPEN_URI
+        | OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if file.in_memory {
+        flags |= OpenFlags::SQLITE_OPEN_MEMORY | OpenFlags::SQLITE_OPEN_SHARED_CACHE;
+    }
+    let conn = Connection::open_with_flags(file.path, flags)?;
     conn.busy_timeout(busy_timeout)?;
     conn.set_prepared_statement_cache_capacity(32);
     // FULL: a commit is on disk before it is acknowledged. No automatic
@@ -305,7 +320,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("w.db");
         Connection::open(&path).expect("create");
-        let conn = open(path, std::time::Duration::from_secs(1)).expect("open");
+        let file = DatabaseFile {
+            path,
+            in_memory: false,
+        };
+        let conn = open(file, std::time::Duration::from_secs(1)).expect("open");
         let pragma = |name: &str| -> String {
             conn.query_row(&format!("PRAGMA {name}"), [], |row| {
                 row.get::<_, rusqlite::types::Value>(0)
