@@ -56,33 +56,36 @@ pub(crate) trait StoredRow {
 }
 
 macro_rules! stored_row {
-    ($row:ty, $action:ty) => {
+    ($row:ty, $action:ty, $get:ident) => {
         impl StoredRow for $row {
             fn uuid(&self, col: &str) -> Result<Uuid, StorageError> {
-                self.try_get(col).map_err(corrupt)
+                self.$get(col).map_err(corrupt)
             }
             fn int(&self, col: &str) -> Result<i64, StorageError> {
-                self.try_get(col).map_err(corrupt)
+                self.$get(col).map_err(corrupt)
             }
             fn flag(&self, col: &str) -> Result<bool, StorageError> {
-                self.try_get(col).map_err(corrupt)
+                self.$get(col).map_err(corrupt)
             }
             fn text(&self, col: &str) -> Result<String, StorageError> {
-                self.try_get(col).map_err(corrupt)
+                self.$get(col).map_err(corrupt)
             }
             fn opt_text(&self, col: &str) -> Result<Option<String>, StorageError> {
-                self.try_get(col).map_err(corrupt)
+                self.$get(col).map_err(corrupt)
             }
             fn action(&self) -> Result<i16, StorageError> {
-                let raw: $action = self.try_get("action").map_err(corrupt)?;
+                let raw: $action = self.$get("action").map_err(corrupt)?;
                 i16::try_from(raw).map_err(corrupt)
             }
         }
     };
 }
 
-stored_row!(SqliteRow, i64);
-stored_row!(PgRow, i16);
+// sqlx rows (`Row::try_get`), and the SQLite writer's rusqlite rows
+// (`Row::get`, on its own thread).
+stored_row!(SqliteRow, i64, try_get);
+stored_row!(PgRow, i16, try_get);
+stored_row!(rusqlite::Row<'_>, i64, get);
 
 fn ts<R: StoredRow>(row: &R, col: &str) -> Result<Timestamp, StorageError> {
     let micros = row.int(col)?;
@@ -185,27 +188,4 @@ pub(crate) fn event<R: StoredRow>(row: &R) -> Result<Event, StorageError> {
         other => return Err(corrupt(format!("unknown event action {other}"))),
     };
     Ok(Event { room_id, seq, kind })
-}
-
-/// The SQLite writer's rows (rusqlite, on its own thread).
-impl StoredRow for rusqlite::Row<'_> {
-    fn uuid(&self, col: &str) -> Result<Uuid, StorageError> {
-        self.get(col).map_err(corrupt)
-    }
-    fn int(&self, col: &str) -> Result<i64, StorageError> {
-        self.get(col).map_err(corrupt)
-    }
-    fn flag(&self, col: &str) -> Result<bool, StorageError> {
-        self.get(col).map_err(corrupt)
-    }
-    fn text(&self, col: &str) -> Result<String, StorageError> {
-        self.get(col).map_err(corrupt)
-    }
-    fn opt_text(&self, col: &str) -> Result<Option<String>, StorageError> {
-        self.get(col).map_err(corrupt)
-    }
-    fn action(&self) -> Result<i16, StorageError> {
-        let raw: i64 = self.get("action").map_err(corrupt)?;
-        i16::try_from(raw).map_err(corrupt)
-    }
 }
