@@ -141,79 +141,105 @@ mod cutting_proxy {
     }
 }
 
+/// One room with its host, reached directly and through a cutting proxy;
+/// `None` when `ROOMCAST_TEST_PG_URL` names a server other than the
+/// machine's, which the proxy does not front.
+struct ProxiedRoom {
+    direct: Storage,
+    proxied: Storage,
+    proxy: cutting_proxy::Proxy,
+    host: roomcast_domain::User,
+    room: roomcast_domain::RoomId,
+    _db: TestDatabase,
+}
+
+impl ProxiedRoom {
+    async fn create() -> Option<Self> {
+        use roomcast_domain::{RoomSlug, Username};
+        use roomcast_storage::{NewRoom, NewUser};
+
+        let admin = admin_url();
+        if !admin.contains("127.0.0.1:5432") {
+            eprintln!("skipped: the proxy only fronts 127.0.0.1:5432");
+            return None;
+        }
+        let db = TestDatabase::create(&admin)
+            .await
+            .expect("create a test database");
+        let direct: Storage = Arc::new(PgStore::open(db.url()).await.expect("open"));
+        let host = direct
+            .create_user(NewUser {
+                username: Username::parse("alice").expect("name"),
+                name: "Alice".into(),
+                email: None,
+                password_hash: None,
+            })
+            .await
+            .expect("user");
+        let room = direct
+            .create_room(NewRoom {
+                host: host.id,
+                slug: RoomSlug::parse("doubt").expect("slug"),
+                name: "doubt".into(),
+                description: String::new(),
+            })
+            .await
+            .expect("room")
+            .id;
+        let proxy = cutting_proxy::Proxy::start("127.0.0.1:5432").await;
+        let proxied_url =
+            db.url()
+                .replacen("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port), 1);
+        let proxied: Storage = Arc::new(PgStore::open(&proxied_url).await.expect("open via proxy"));
+        Some(Self {
+            direct,
+            proxied,
+            proxy,
+            host,
+            room,
+            _db: db,
+        })
+    }
+
+    /// Posts `text` through the proxy.
+    async fn post(
+        &self,
+        text: &str,
+    ) -> Result<roomcast_storage::Posted, roomcast_storage::StorageError> {
+        self.proxied
+            .post_message(roomcast_storage::NewMessage {
+                room_id: self.room,
+                author: self.host.clone(),
+                body: roomcast_domain::MessageBody::parse(text).expect("body"),
+                client_id: None,
+            })
+            .await
+    }
+}
+
 /// A commit whose answer is lost was stored all the same: the writer finds
 /// that out and answers the post as stored (so it is broadcast), instead of
 /// `unavailable` for a message that every later reader will see.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_whose_answer_is_lost_is_answered_as_stored() {
-    use roomcast_domain::{MessageBody, RoomSlug, Username};
-    use roomcast_storage::{NewMessage, NewRoom, NewUser};
-
-    // The proxy fronts the machine's server; with ROOMCAST_TEST_PG_URL
-    // naming another one, these two tests have nothing to put it in front of.
-    let admin = admin_url();
-    if !admin.contains("127.0.0.1:5432") {
-        eprintln!("skipped: the proxy only fronts 127.0.0.1:5432");
+    let Some(t) = ProxiedRoom::create().await else {
         return;
-    }
-    let db = TestDatabase::create(&admin)
-        .await
-        .expect("create a test database");
-    let direct: Storage = Arc::new(PgStore::open(db.url()).await.expect("open"));
-    let alice = direct
-        .create_user(NewUser {
-            username: Username::parse("alice").expect("name"),
-            name: "Alice".into(),
-            email: None,
-            password_hash: None,
-        })
-        .await
-        .expect("user");
-    let room = direct
-        .create_room(NewRoom {
-            host: alice.id,
-            slug: RoomSlug::parse("doubt").expect("slug"),
-            name: "doubt".into(),
-            description: String::new(),
-        })
-        .await
-        .expect("room")
-        .id;
-
-    let proxy = cutting_proxy::Proxy::start("127.0.0.1:5432").await;
-    let proxied_url = db
-        .url()
-        .replacen("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port), 1);
-    let proxied: Storage = Arc::new(PgStore::open(&proxied_url).await.expect("open via proxy"));
-
-    proxy.arm(cutting_proxy::Cut::AfterCommit);
-    let posted = proxied
-        .post_message(NewMessage {
-            room_id: room,
-            author: alice.clone(),
-            body: MessageBody::parse("was it stored?").expect("body"),
-            client_id: None,
-        })
+    };
+    t.proxy.arm(cutting_proxy::Cut::AfterCommit);
+    let posted = t
+        .post("was it stored?")
         .await
         .expect("a stored post is answered as stored, not unavailable");
     assert!(!posted.duplicate);
     assert_eq!(posted.event.seq, 1);
 
-    let log = direct.events_since(room, 0, 10).await.expect("read");
+    let log = t.direct.events_since(t.room, 0, 10).await.expect("read");
     assert_eq!(log.len(), 1, "stored exactly once");
     assert_eq!(log[0].seq, 1);
     assert_eq!(log[0].message_id(), posted.event.message_id());
 
     // The writer goes on: the next post takes the next seq.
-    let next = proxied
-        .post_message(NewMessage {
-            room_id: room,
-            author: alice,
-            body: MessageBody::parse("and this one").expect("body"),
-            client_id: None,
-        })
-        .await
-        .expect("post after");
+    let next = t.post("and this one").await.expect("post after");
     assert_eq!(next.event.seq, 2);
 }
 
@@ -222,73 +248,24 @@ async fn a_commit_whose_answer_is_lost_is_answered_as_stored() {
 /// `unavailable`, and nothing turns up later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_lost_on_its_way_is_answered_unavailable() {
-    use roomcast_domain::{MessageBody, RoomSlug, Username};
-    use roomcast_storage::{NewMessage, NewRoom, NewUser, StorageError};
-
-    let admin = admin_url();
-    if !admin.contains("127.0.0.1:5432") {
-        eprintln!("skipped: the proxy only fronts 127.0.0.1:5432");
+    let Some(t) = ProxiedRoom::create().await else {
         return;
-    }
-    let db = TestDatabase::create(&admin)
-        .await
-        .expect("create a test database");
-    let direct: Storage = Arc::new(PgStore::open(db.url()).await.expect("open"));
-    let bob = direct
-        .create_user(NewUser {
-            username: Username::parse("bob").expect("name"),
-            name: "Bob".into(),
-            email: None,
-            password_hash: None,
-        })
-        .await
-        .expect("user");
-    let room = direct
-        .create_room(NewRoom {
-            host: bob.id,
-            slug: RoomSlug::parse("lost").expect("slug"),
-            name: "lost".into(),
-            description: String::new(),
-        })
-        .await
-        .expect("room")
-        .id;
-    let proxy = cutting_proxy::Proxy::start("127.0.0.1:5432").await;
-    let proxied_url = db
-        .url()
-        .replacen("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port), 1);
-    let proxied: Storage = Arc::new(PgStore::open(&proxied_url).await.expect("open via proxy"));
-
-    proxy.arm(cutting_proxy::Cut::BeforeCommit);
-    let refused = proxied
-        .post_message(NewMessage {
-            room_id: room,
-            author: bob.clone(),
-            body: MessageBody::parse("never stored").expect("body"),
-            client_id: None,
-        })
-        .await;
+    };
+    t.proxy.arm(cutting_proxy::Cut::BeforeCommit);
+    let refused = t.post("never stored").await;
     assert!(
-        matches!(refused, Err(StorageError::Unavailable(_))),
+        matches!(refused, Err(roomcast_storage::StorageError::Unavailable(_))),
         "{refused:?}"
     );
     assert!(
-        direct
-            .events_since(room, 0, 10)
+        t.direct
+            .events_since(t.room, 0, 10)
             .await
             .expect("read")
             .is_empty()
     );
 
     // Nothing half-done blocks the room: the next post is seq 1.
-    let next = proxied
-        .post_message(NewMessage {
-            room_id: room,
-            author: bob,
-            body: MessageBody::parse("stored").expect("body"),
-            client_id: None,
-        })
-        .await
-        .expect("post after");
+    let next = t.post("stored").await.expect("post after");
     assert_eq!(next.event.seq, 1);
 }

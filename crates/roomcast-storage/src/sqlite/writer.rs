@@ -341,4 +341,15 @@ mod tests {
         assert_eq!(pragma("foreign_keys"), "1");
         assert_eq!(pragma("wal_autocheckpoint"), "0");
     }
+
+    /// Health reads this: a writer whose thread has ended (its queue's
+    /// receiver gone) is reported down, not left to fail every write.
+    #[test]
+    fn a_writer_whose_thread_ended_is_not_alive() {
+        let (tx, rx) = mpsc::channel(1);
+        let writer = Writer { tx };
+        assert!(writer.alive().is_ok());
+        drop(rx);
+        assert!(matches!(writer.alive(), Err(StorageError::Unavailable(_))));
+    }
 }
