@@ -356,6 +356,27 @@ impl Ws {
         }
     }
 
+    /// Sends a close frame with `code`, then reads to the end: the code of
+    /// the close frame that came back (if any) and whether the connection
+    /// then ended cleanly (the server closed TCP, no error, no timeout).
+    pub async fn close_with(&mut self, code: u16) -> (Option<u16>, bool) {
+        let frame = CloseFrame {
+            code: code.into(),
+            reason: "bye".into(),
+        };
+        self.inner.close(Some(frame)).await.expect("close sent");
+        let mut answer = None;
+        loop {
+            match tokio::time::timeout(PATIENCE, self.inner.next()).await {
+                Err(_) => return (answer, false),
+                Ok(None) => return (answer, true),
+                Ok(Some(Err(_))) => return (answer, false),
+                Ok(Some(Ok(Message::Close(frame)))) => answer = frame.map(|f| u16::from(f.code)),
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+
     /// Asserts no frame arrives for a little while.
     pub async fn quiet_for(&mut self, wait: Duration) {
         if let Ok(Some(m)) = tokio::time::timeout(wait, self.inner.next()).await {

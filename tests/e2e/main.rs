@@ -6,6 +6,7 @@ mod harness;
 
 mod chat;
 mod client;
+mod closing;
 mod handshake;
 mod http_api;
 mod lifecycle;

@@ -12,6 +12,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -112,7 +113,7 @@ pub struct Client {
     shared: Arc<Mutex<Shared>>,
     status: watch::Receiver<Status>,
     events: broadcast::Sender<ClientEvent>,
-    task: Option<JoinHandle<()>>,
+    task: Option<JoinHandle<bool>>,
 }
 
 impl Client {
@@ -226,13 +227,18 @@ impl Client {
         self.status.clone()
     }
 
-    /// Closes the socket (close frame 1000) and waits for the task to end.
-    pub async fn close(mut self) {
+    /// Closes the socket (close frame 1000), waits for the server's answer
+    /// and for the task to end. True when the close was clean: the server
+    /// answered the close frame and ended the connection (or no socket was
+    /// open); false when it had to be abandoned.
+    pub async fn close(mut self) -> bool {
         let _ = self.commands.send(Command::Close).await;
-        if let Some(task) = self.task.take()
-            && let Err(e) = task.await
-        {
-            tracing::warn!(error = %e, "client task failed");
+        match self.task.take() {
+            Some(task) => task.await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "client task failed");
+                false
+            }),
+            None => true,
         }
     }
 }
@@ -295,8 +301,8 @@ fn text_frame(pending: &PendingSend) -> String {
 enum SessionEnd {
     /// The socket was lost: reconnect.
     Lost,
-    /// The user closed the client.
-    Closed,
+    /// The user closed the client; `clean`: the server answered the close.
+    Closed { clean: bool },
     /// Retrying cannot help.
     Fatal(ClientError),
 }
@@ -310,8 +316,10 @@ struct Task {
 }
 
 impl Task {
-    async fn run(mut self) {
+    /// Runs until closed or failed; true when the last socket closed cleanly.
+    async fn run(mut self) -> bool {
         let mut failures = 0u32;
+        let mut clean = true;
         let end = loop {
             let since = lock(&self.shared).list.last_seq();
             let error = match self.handshake(since).await {
@@ -320,7 +328,10 @@ impl Task {
                     self.set_status(Status::Connected);
                     match self.session(socket).await {
                         SessionEnd::Lost => None,
-                        SessionEnd::Closed => break Status::Closed,
+                        SessionEnd::Closed { clean: answered } => {
+                            clean = answered;
+                            break Status::Closed;
+                        }
                         SessionEnd::Fatal(e) => Some(e),
                     }
                 }
@@ -347,6 +358,7 @@ impl Task {
             }
         };
         self.set_status(end);
+        clean
     }
 
     fn set_status(&self, status: Status) {
@@ -415,8 +427,10 @@ impl Task {
                         }
                     }
                     Some(Command::Close) | None => {
-                        let _ = tokio::time::timeout(Duration::from_secs(1), socket.close(None)).await;
-                        return SessionEnd::Closed;
+                        let clean = tokio::time::timeout(Duration::from_secs(1), close(&mut socket))
+                            .await
+                            .unwrap_or(false);
+                        return SessionEnd::Closed { clean };
                     }
                 },
                 message = socket.next() => match message {
@@ -489,6 +503,28 @@ fn offline(command: Option<Command>) -> bool {
         }
         Some(Command::Close) | None => false,
     }
+}
+
+/// Sends close 1000 and reads until the server's answer and the end of the
+/// connection (what is still in flight is dropped: the user is leaving).
+/// True when the server answered with a close frame.
+async fn close(socket: &mut Socket) -> bool {
+    let normal = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    };
+    if socket.close(Some(normal)).await.is_err() {
+        return false;
+    }
+    let mut answered = false;
+    while let Some(message) = socket.next().await {
+        match message {
+            Ok(Message::Close(_)) => answered = true,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    answered
 }
 
 /// One handshake to the room, resuming after `since`.

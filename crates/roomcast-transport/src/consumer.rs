@@ -66,11 +66,15 @@ enum Outgoing {
     Frame(Utf8Bytes),
     /// Close with this code.
     Close(u16, &'static str),
+    /// The client closed: answer its close frame and end the connection.
+    Answer(Option<CloseFrame>),
 }
 
 /// Why the writer stopped.
 enum End {
     Close(u16, &'static str),
+    /// The client sent this close frame: send it back, then end TCP.
+    Answer(Option<CloseFrame>),
     /// The peer is gone or the reader finished: nothing more to say.
     Quiet,
     /// Shutdown in `drop` mode: end TCP without a close frame.
@@ -213,7 +217,13 @@ async fn read_loop(
                 "Invalid frame: binary frames are not supported.",
             )))),
             Ok(Message::Ping(_) | Message::Pong(_)) => Handled::Reply(None),
-            Ok(Message::Close(_)) => break,
+            // The client is done: its close is answered at once (after a
+            // close frame nothing else may be sent), and the writes it had
+            // in flight still commit and reach the room.
+            Ok(Message::Close(frame)) => {
+                let _ = out.send(Outgoing::Answer(frame)).await;
+                return;
+            }
             Err(e) => {
                 let too_big = matches!(
                     std::error::Error::source(&e)
@@ -432,6 +442,11 @@ async fn write_loop(
             )
             .await;
         }
+        End::Answer(frame) => {
+            let _ =
+                tokio::time::timeout(app.config().write_timeout, answer_close(&mut sink, frame))
+                    .await;
+        }
         End::Quiet => {
             let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
         }
@@ -492,6 +507,17 @@ async fn send_close(
     .await
 }
 
+/// Answers a client's close frame with the same code and ends the
+/// connection, so the client sees a clean close (PROTOCOL.md section 5).
+/// tungstenite has already queued the echo when it read the client's frame
+/// (and refuses a second close): the flush sends it, and closing the sink
+/// lets the socket's drop end TCP.
+async fn answer_close(sink: &mut SplitSink<WebSocket, Message>, frame: Option<CloseFrame>) {
+    let _ = sink.send(Message::Close(frame)).await;
+    let _ = sink.flush().await;
+    let _ = sink.close().await;
+}
+
 struct Writer<'a> {
     app: &'a AppState,
     room: &'a Room,
@@ -528,6 +554,7 @@ impl Writer<'_> {
                 reply = out.recv() => match reply {
                     Some(Outgoing::Frame(frame)) => self.push(frame).await,
                     Some(Outgoing::Close(code, reason)) => Err(End::Close(code, reason)),
+                    Some(Outgoing::Answer(frame)) => Err(End::Answer(frame)),
                     None => Err(End::Close(close::NORMAL, "")),
                 },
                 received = feed.recv() => self.deliver(user, received).await,
