@@ -7,26 +7,27 @@ use serde_json::{Value, json};
 use crate::harness::{TestApp, Ws, spawn_app};
 
 /// A signed-up user as the API returned them.
-struct Account {
-    username: String,
-    token: String,
+pub(crate) struct Account {
+    pub(crate) username: String,
+    pub(crate) token: String,
     refresh: String,
 }
 
-struct Api {
+/// A small HTTP client for the API (also used by `rooms.rs`).
+pub(crate) struct Api {
     http: reqwest::Client,
     base: String,
 }
 
 impl Api {
-    fn new(app: &TestApp) -> Self {
+    pub(crate) fn new(app: &TestApp) -> Self {
         Self {
             http: reqwest::Client::new(),
             base: format!("http://{}", app.addr),
         }
     }
 
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -52,21 +53,26 @@ impl Api {
         (status, value, headers)
     }
 
-    async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+    pub(crate) async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
         let (s, v, _) = self
             .call(reqwest::Method::GET, path, Some(token), None)
             .await;
         (s, v)
     }
 
-    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+    pub(crate) async fn post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: Value,
+    ) -> (StatusCode, Value) {
         let (s, v, _) = self
             .call(reqwest::Method::POST, path, token, Some(body))
             .await;
         (s, v)
     }
 
-    async fn signup(&self, username: &str) -> Account {
+    pub(crate) async fn signup(&self, username: &str) -> Account {
         let (status, body, headers) = self
             .call(
                 reqwest::Method::POST,
@@ -106,7 +112,7 @@ fn assert_error_shape(body: &Value) {
     );
 }
 
-async fn ws(
+pub(crate) async fn ws(
     app: &TestApp,
     host: &str,
     slug: &str,

@@ -13,3 +13,4 @@ mod lifecycle;
 mod multinode;
 mod outage;
 mod resume;
+mod rooms;

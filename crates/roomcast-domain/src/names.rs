@@ -108,21 +108,35 @@ slug_name!(
 );
 
 impl RoomSlug {
-    /// Derives a slug from a display name, as Django's `slugify` would:
-    /// lowercase ASCII letters and digits kept, runs of anything else become
-    /// one `-`, trimmed of `-` at both ends. `None` when nothing is left.
+    /// Derives a slug from a display name, as Django's `slugify` does:
+    /// transliterated to ASCII ("Café Crème" is `cafe-creme`; Django uses
+    /// NFKD and drops what is left, `deunicode` also spells out scripts
+    /// without Latin letters), lowercased, anything but letters, digits,
+    /// `_`, `-` and spaces removed, runs of `-` and spaces made one `-`,
+    /// `-` and `_` trimmed at both ends. `None` when nothing is left.
+    ///
+    /// Only names of new rooms go through this: a stored slug never changes.
     pub fn slugify(name: &str) -> Option<Self> {
-        let mut out = String::with_capacity(name.len());
-        for c in name.chars().flat_map(char::to_lowercase) {
+        let ascii = deunicode::deunicode(name).to_ascii_lowercase();
+        let mut out = String::with_capacity(ascii.len());
+        let mut pending_dash = false;
+        for c in ascii.chars() {
             if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' {
+                if pending_dash {
+                    out.push('-');
+                    pending_dash = false;
+                }
                 out.push(c);
-            } else if !out.ends_with('-') && !out.is_empty() {
-                out.push('-');
+            } else if c == '-' || c.is_ascii_whitespace() {
+                pending_dash = true;
             }
+            // Everything else is removed, not replaced: "a.b" is "ab".
         }
-        let trimmed: String = out.trim_matches('-').chars().take(MAX_NAME_CHARS).collect();
-        let trimmed = trimmed.trim_end_matches('-').to_owned();
-        Self::parse(trimmed).ok()
+        // A dash is only written before a kept character, so no trailing one;
+        // a leading one can come only from a dash run at the start.
+        let trimmed = out.trim_matches(|c| c == '-' || c == '_');
+        let cut: String = trimmed.chars().take(MAX_NAME_CHARS).collect();
+        Self::parse(cut.trim_end_matches(['-', '_'])).ok()
     }
 }
 
@@ -161,7 +175,14 @@ mod tests {
             ("General Chat", Some("general-chat")),
             ("  Rust & Tokio!  ", Some("rust-tokio")),
             ("snake_case", Some("snake_case")),
+            ("Café Crème", Some("cafe-creme")),
+            ("Ünïcödé Straße", Some("unicode-strasse")),
+            ("C'est la vie", Some("cest-la-vie")),
+            ("v1.2 release", Some("v12-release")),
+            ("a - b", Some("a-b")),
+            ("-_edge_-", Some("edge")),
             ("!!!", None),
+            ("   ", None),
         ];
         for (input, want) in cases {
             assert_eq!(
