@@ -6,12 +6,10 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use crate::{NewMessage, Posted, StorageError};
 use roomcast_domain::{
     ClientId, Event, EventKind, Message, MessageBody, MessageId, RoomId, Timestamp, UserId,
 };
-use uuid::Uuid;
-
-use crate::{NewMessage, Posted, StorageError};
 
 /// Event actions as both schemas store them.
 pub(crate) const ACTION_NEW: i16 = 1;
@@ -106,38 +104,51 @@ fn out_of_kind() -> StorageError {
 /// Outcomes of a batch's writes, in the batch's order.
 pub(crate) type Outcomes = Vec<Result<WriteOutcome, StorageError>>;
 
+/// A post's idempotency key: one `new` event per (room, author, clientId).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct PostKey {
+    pub(crate) room: RoomId,
+    pub(crate) author: UserId,
+    pub(crate) client_id: ClientId,
+}
+
 /// What a batch's checks need, read by the backend inside the batch's
 /// transaction, after it holds the rooms (PostgreSQL: row locks; SQLite:
 /// the write lock), so nobody changes it before the commit.
 #[derive(Debug, Default)]
 pub(crate) struct Known {
     /// `last_seq` of each room of the batch that exists.
-    pub(crate) last_seq: HashMap<Uuid, i64>,
-    /// `new` events already stored under (room, author, clientId) keys of
-    /// the batch's posts; a row that does not parse is kept as its error.
-    pub(crate) seen: HashMap<(Uuid, Uuid, String), Result<Event, String>>,
+    pub(crate) last_seq: HashMap<RoomId, i64>,
+    /// `new` events already stored under the keys of the batch's posts; a
+    /// row that does not parse is kept as its error.
+    pub(crate) seen: HashMap<PostKey, Result<Event, String>>,
     /// The live messages the batch edits or deletes.
-    pub(crate) live: HashMap<Uuid, Live>,
+    pub(crate) live: HashMap<MessageId, Live>,
 }
 
-/// The batch's rooms, sorted and without repeats (the lock order).
-pub(crate) fn rooms_of(ops: &[&WriteOp]) -> Vec<Uuid> {
-    let mut rooms: Vec<Uuid> = ops.iter().map(|op| Uuid::from(op.room())).collect();
+/// A live message as the batch's checks see it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Live {
+    pub(crate) room: RoomId,
+    pub(crate) author: UserId,
+}
+
+/// The batch's rooms, sorted and without repeats.
+pub(crate) fn rooms_of(ops: &[&WriteOp]) -> Vec<RoomId> {
+    let mut rooms: Vec<RoomId> = ops.iter().map(|op| op.room()).collect();
     rooms.sort_unstable();
     rooms.dedup();
     rooms
 }
 
-/// The (room, author, clientId) keys of the batch's posts that have one.
-pub(crate) fn client_keys(ops: &[&WriteOp]) -> Vec<(Uuid, Uuid, String)> {
+/// The keys of the batch's posts that have a clientId.
+pub(crate) fn client_keys(ops: &[&WriteOp]) -> Vec<PostKey> {
     ops.iter()
         .filter_map(|op| match op {
-            WriteOp::Post(new) => new.client_id.as_ref().map(|c| {
-                (
-                    Uuid::from(new.room_id),
-                    Uuid::from(new.author.id),
-                    c.as_str().to_owned(),
-                )
+            WriteOp::Post(new) => new.client_id.clone().map(|client_id| PostKey {
+                room: new.room_id,
+                author: new.author.id,
+                client_id,
             }),
             _ => None,
         })
@@ -145,10 +156,10 @@ pub(crate) fn client_keys(ops: &[&WriteOp]) -> Vec<(Uuid, Uuid, String)> {
 }
 
 /// The messages the batch edits or deletes.
-pub(crate) fn targets_of(ops: &[&WriteOp]) -> Vec<Uuid> {
+pub(crate) fn targets_of(ops: &[&WriteOp]) -> Vec<MessageId> {
     ops.iter()
         .filter_map(|op| match op {
-            WriteOp::Edit { id, .. } | WriteOp::Delete { id, .. } => Some(Uuid::from(*id)),
+            WriteOp::Edit { id, .. } | WriteOp::Delete { id, .. } => Some(*id),
             WriteOp::Post(_) => None,
         })
         .collect()
@@ -161,294 +172,276 @@ pub(crate) fn targets_of(ops: &[&WriteOp]) -> Vec<Uuid> {
 /// first post, one edit per message is kept (the last), a deleted message
 /// keeps no edit and its bodies are blanked, this batch's events included.
 pub(crate) fn plan(ops: &[&WriteOp], known: Known) -> (Rows, Outcomes) {
-    let Known {
-        mut last_seq,
-        mut seen,
-        mut live,
-    } = known;
-    let locked_seq = last_seq.clone();
-    let mut rows = Rows::default();
-    // One edit per message: the last one of the batch wins, as it would
-    // one transaction at a time.
-    let mut edits: HashMap<Uuid, (String, i64)> = HashMap::new();
-    let mut outcomes = Vec::with_capacity(ops.len());
-    for op in ops {
-        let outcome = match op {
-            WriteOp::Post(new) => {
-                let room = Uuid::from(new.room_id);
-                let author = Uuid::from(new.author.id);
-                let key = new
-                    .client_id
-                    .as_ref()
-                    .map(|c| (room, author, c.as_str().to_owned()));
-                let earlier = key.as_ref().and_then(|k| seen.get(k));
-                if let Some(earlier) = earlier {
-                    earlier
-                        .clone()
-                        .map(|event| {
-                            WriteOutcome::Posted(Posted {
-                                event,
-                                duplicate: true,
-                            })
-                        })
-                        .map_err(StorageError::Corrupt)
-                } else if let Some(seq) = next_seq(&mut last_seq, room) {
-                    let event = post(&mut rows, new, seq);
-                    if let Some(key) = key {
-                        seen.insert(key, Ok(event.clone()));
-                    }
-                    Ok(WriteOutcome::Posted(Posted {
-                        event,
-                        duplicate: false,
-                    }))
-                } else {
-                    Err(StorageError::NotFound)
-                }
-            }
+    let mut planner = Planner {
+        locked_seq: known.last_seq.clone(),
+        known,
+        edits: HashMap::new(),
+        rows: Rows::default(),
+    };
+    let outcomes = ops
+        .iter()
+        .map(|op| match op {
+            WriteOp::Post(new) => planner.post(new),
             WriteOp::Edit {
                 room,
                 author,
                 id,
                 body,
-            } => match check(&live, *room, *author, *id)
-                .and_then(|()| next_seq(&mut last_seq, Uuid::from(*room)).ok_or(Refused::NotFound))
-            {
-                Err(e) => Err(e.into()),
-                Ok(seq) => {
-                    let now = Timestamp::now();
-                    let (room, id) = (Uuid::from(*room), Uuid::from(*id));
-                    edits.insert(id, (body.as_str().to_owned(), now.unix_micros()));
-                    rows.event(
-                        room,
-                        seq,
-                        ACTION_UPDATE,
-                        id,
-                        Uuid::from(*author),
-                        body.as_str(),
-                        true,
-                        now,
-                        now,
-                        None,
-                    );
-                    Ok(WriteOutcome::Event(Event {
-                        room_id: RoomId::from_uuid(room),
-                        seq: seq.max(0) as u64,
-                        kind: EventKind::Update {
-                            id: MessageId::from_uuid(id),
-                            body: body.as_str().to_owned(),
-                            edited: true,
-                            updated: now,
-                        },
-                    }))
-                }
-            },
-            WriteOp::Delete { room, author, id } => match check(&live, *room, *author, *id)
-                .and_then(|()| next_seq(&mut last_seq, Uuid::from(*room)).ok_or(Refused::NotFound))
-            {
-                Err(e) => Err(e.into()),
-                Ok(seq) => {
-                    let now = Timestamp::now();
-                    let (room, id) = (Uuid::from(*room), Uuid::from(*id));
-                    live.remove(&id);
-                    edits.remove(&id);
-                    rows.deleted.push(id);
-                    // Deleted content is never served again, not even the
-                    // edits this same batch logged.
-                    for (message, body) in rows.ev_messages.iter().zip(rows.ev_bodies.iter_mut()) {
-                        if *message == id {
-                            body.clear();
-                        }
-                    }
-                    rows.event(
-                        room,
-                        seq,
-                        ACTION_DELETE,
-                        id,
-                        Uuid::from(*author),
-                        "",
-                        false,
-                        now,
-                        now,
-                        None,
-                    );
-                    Ok(WriteOutcome::Event(Event {
-                        room_id: RoomId::from_uuid(room),
-                        seq: seq.max(0) as u64,
-                        kind: EventKind::Delete {
-                            id: MessageId::from_uuid(id),
-                        },
-                    }))
-                }
-            },
-        };
-        outcomes.push(outcome);
-    }
+            } => planner.amend(*room, *author, *id, Change::Edit(body)),
+            WriteOp::Delete { room, author, id } => {
+                planner.amend(*room, *author, *id, Change::Delete)
+            }
+        })
+        .collect();
+    (planner.finish(), outcomes)
+}
 
-    for (room, seq) in &last_seq {
-        if locked_seq.get(room) != Some(seq) {
-            rows.room_ids.push(*room);
-            rows.room_seqs.push(*seq);
+/// The planner's state while it walks a batch.
+struct Planner {
+    /// What was read, updated as the batch's writes are decided.
+    known: Known,
+    /// `last_seq` as read: rooms whose value differs at the end are written.
+    locked_seq: HashMap<RoomId, i64>,
+    /// One edit per message: the last one of the batch wins, as it would
+    /// one transaction at a time.
+    edits: HashMap<MessageId, EditRow>,
+    rows: Rows,
+}
+
+/// What an edit or a delete does to a live message.
+enum Change<'a> {
+    Edit(&'a MessageBody),
+    Delete,
+}
+
+impl Planner {
+    /// A post: a repeated clientId answers with the first post, anything
+    /// else takes the room's next seq.
+    fn post(&mut self, new: &NewMessage) -> Result<WriteOutcome, StorageError> {
+        let key = new.client_id.clone().map(|client_id| PostKey {
+            room: new.room_id,
+            author: new.author.id,
+            client_id,
+        });
+        if let Some(earlier) = key.as_ref().and_then(|k| self.known.seen.get(k)) {
+            return earlier
+                .clone()
+                .map(|event| {
+                    WriteOutcome::Posted(Posted {
+                        event,
+                        duplicate: true,
+                    })
+                })
+                .map_err(StorageError::Corrupt);
         }
+        let seq = self.next_seq(new.room_id).ok_or(StorageError::NotFound)?;
+        let id = MessageId::new();
+        let now = Timestamp::now();
+        self.rows.messages.push(MessageRow {
+            id,
+            room: new.room_id,
+            user: new.author.id,
+            seq,
+            body: new.body.as_str().to_owned(),
+            created: now,
+            client_id: new.client_id.clone(),
+        });
+        self.rows.events.push(EventRow {
+            room: new.room_id,
+            seq,
+            action: ACTION_NEW,
+            message: id,
+            user: new.author.id,
+            body: new.body.as_str().to_owned(),
+            edited: false,
+            created: now,
+            updated: now,
+            client_id: new.client_id.clone(),
+        });
+        let event = Event {
+            room_id: new.room_id,
+            seq: seq.max(0) as u64,
+            kind: EventKind::New(Message {
+                id,
+                room_id: new.room_id,
+                user_id: new.author.id,
+                username: new.author.username.clone(),
+                user_avatar: new.author.avatar.clone(),
+                body: new.body.as_str().to_owned(),
+                created: now,
+                updated: now,
+                edited: false,
+                client_id: new.client_id.clone(),
+                seq: seq.max(0) as u64,
+            }),
+        };
+        if let Some(key) = key {
+            self.known.seen.insert(key, Ok(event.clone()));
+        }
+        Ok(WriteOutcome::Posted(Posted {
+            event,
+            duplicate: false,
+        }))
     }
-    for (id, (body, updated)) in edits {
-        rows.edit_ids.push(id);
-        rows.edit_bodies.push(body);
-        rows.edit_updated.push(updated);
+
+    /// An edit or a delete: only of a live message of the room, by its
+    /// author; it takes the room's next seq.
+    fn amend(
+        &mut self,
+        room: RoomId,
+        author: UserId,
+        id: MessageId,
+        change: Change<'_>,
+    ) -> Result<WriteOutcome, StorageError> {
+        match self.known.live.get(&id) {
+            Some(m) if m.room == room && m.author == author => {}
+            Some(m) if m.room == room => return Err(StorageError::Forbidden),
+            _ => return Err(StorageError::NotFound),
+        }
+        let seq = self.next_seq(room).ok_or(StorageError::NotFound)?;
+        let now = Timestamp::now();
+        let (action, body, edited, kind) = match change {
+            Change::Edit(body) => {
+                let body = body.as_str().to_owned();
+                self.edits.insert(
+                    id,
+                    EditRow {
+                        id,
+                        body: body.clone(),
+                        updated: now,
+                    },
+                );
+                let kind = EventKind::Update {
+                    id,
+                    body: body.clone(),
+                    edited: true,
+                    updated: now,
+                };
+                (ACTION_UPDATE, body, true, kind)
+            }
+            Change::Delete => {
+                self.known.live.remove(&id);
+                self.edits.remove(&id);
+                self.rows.deleted.push(id);
+                // Deleted content is never served again, not even the
+                // edits this same batch logged.
+                for event in self.rows.events.iter_mut().filter(|e| e.message == id) {
+                    event.body.clear();
+                }
+                (
+                    ACTION_DELETE,
+                    String::new(),
+                    false,
+                    EventKind::Delete { id },
+                )
+            }
+        };
+        self.rows.events.push(EventRow {
+            room,
+            seq,
+            action,
+            message: id,
+            user: author,
+            body,
+            edited,
+            created: now,
+            updated: now,
+            client_id: None,
+        });
+        Ok(WriteOutcome::Event(Event {
+            room_id: room,
+            seq: seq.max(0) as u64,
+            kind,
+        }))
     }
-    (rows, outcomes)
+
+    /// Takes the room's next seq; `None` when the room does not exist.
+    fn next_seq(&mut self, room: RoomId) -> Option<i64> {
+        let seq = self.known.last_seq.get_mut(&room)?;
+        *seq += 1;
+        Some(*seq)
+    }
+
+    /// The rows to write: the batch's events and messages, plus each room
+    /// whose seq moved and each message's last edit.
+    fn finish(mut self) -> Rows {
+        let mut seqs: Vec<RoomSeq> = self
+            .known
+            .last_seq
+            .iter()
+            .filter(|&(room, seq)| self.locked_seq.get(room) != Some(seq))
+            .map(|(&room, &last_seq)| RoomSeq { room, last_seq })
+            .collect();
+        seqs.sort_unstable_by_key(|r| r.room);
+        self.rows.seqs = seqs;
+        self.rows.edits = self.edits.into_values().collect();
+        self.rows
+    }
 }
 
-/// A live message as the batch's checks see it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Live {
-    pub(crate) room: Uuid,
-    pub(crate) author: Uuid,
-}
-
-/// The rows a batch writes, column by column (bound as arrays).
+/// The rows a batch writes. Each backend turns a row into its columns in
+/// one place that names every field, so a new field does not compile until
+/// both backends write it.
 #[derive(Debug, Default)]
 pub(crate) struct Rows {
-    pub(crate) room_ids: Vec<Uuid>,
-    pub(crate) room_seqs: Vec<i64>,
-    pub(crate) msg_ids: Vec<Uuid>,
-    pub(crate) msg_rooms: Vec<Uuid>,
-    pub(crate) msg_users: Vec<Uuid>,
-    pub(crate) msg_seqs: Vec<i64>,
-    pub(crate) msg_bodies: Vec<String>,
-    pub(crate) msg_created: Vec<i64>,
-    pub(crate) msg_client_ids: Vec<Option<String>>,
-    pub(crate) edit_ids: Vec<Uuid>,
-    pub(crate) edit_bodies: Vec<String>,
-    pub(crate) edit_updated: Vec<i64>,
-    pub(crate) deleted: Vec<Uuid>,
-    pub(crate) ev_rooms: Vec<Uuid>,
-    pub(crate) ev_seqs: Vec<i64>,
-    pub(crate) ev_actions: Vec<i16>,
-    pub(crate) ev_messages: Vec<Uuid>,
-    pub(crate) ev_users: Vec<Uuid>,
-    pub(crate) ev_bodies: Vec<String>,
-    pub(crate) ev_edited: Vec<bool>,
-    pub(crate) ev_created: Vec<i64>,
-    pub(crate) ev_updated: Vec<i64>,
-    pub(crate) ev_client_ids: Vec<Option<String>>,
+    /// Rooms whose `last_seq` moved, with the new value.
+    pub(crate) seqs: Vec<RoomSeq>,
+    /// Posted messages.
+    pub(crate) messages: Vec<MessageRow>,
+    /// The last edit of each edited message that survives the batch.
+    pub(crate) edits: Vec<EditRow>,
+    /// Deleted messages: removed, and their bodies blanked in the log.
+    pub(crate) deleted: Vec<MessageId>,
+    /// The batch's events, in seq order per room.
+    pub(crate) events: Vec<EventRow>,
 }
 
 impl Rows {
     /// True when the batch changes nothing (every write refused or repeated).
     pub(crate) fn is_empty(&self) -> bool {
-        self.ev_seqs.is_empty()
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn event(
-        &mut self,
-        room: Uuid,
-        seq: i64,
-        action: i16,
-        message: Uuid,
-        user: Uuid,
-        body: &str,
-        edited: bool,
-        created: Timestamp,
-        updated: Timestamp,
-        client_id: Option<&str>,
-    ) {
-        self.ev_rooms.push(room);
-        self.ev_seqs.push(seq);
-        self.ev_actions.push(action);
-        self.ev_messages.push(message);
-        self.ev_users.push(user);
-        self.ev_bodies.push(body.to_owned());
-        self.ev_edited.push(edited);
-        self.ev_created.push(created.unix_micros());
-        self.ev_updated.push(updated.unix_micros());
-        self.ev_client_ids.push(client_id.map(str::to_owned));
+        self.events.is_empty()
     }
 }
 
-/// A per-write refusal, decided by the planner (`Copy`, unlike
-/// `StorageError`).
+/// A room's new `last_seq`.
 #[derive(Debug, Clone, Copy)]
-enum Refused {
-    NotFound,
-    Forbidden,
+pub(crate) struct RoomSeq {
+    pub(crate) room: RoomId,
+    pub(crate) last_seq: i64,
 }
 
-impl From<Refused> for StorageError {
-    fn from(r: Refused) -> Self {
-        match r {
-            Refused::NotFound => StorageError::NotFound,
-            Refused::Forbidden => StorageError::Forbidden,
-        }
-    }
+/// A row of `messages`, as a post inserts it (`updated_at` is `created_at`,
+/// `edited` false).
+#[derive(Debug, Clone)]
+pub(crate) struct MessageRow {
+    pub(crate) id: MessageId,
+    pub(crate) room: RoomId,
+    pub(crate) user: UserId,
+    pub(crate) seq: i64,
+    pub(crate) body: String,
+    pub(crate) created: Timestamp,
+    pub(crate) client_id: Option<ClientId>,
 }
 
-/// Takes the room's next seq; `None` when the room does not exist.
-fn next_seq(last_seq: &mut HashMap<Uuid, i64>, room: Uuid) -> Option<i64> {
-    let seq = last_seq.get_mut(&room)?;
-    *seq += 1;
-    Some(*seq)
+/// A message's new body (and `edited` set).
+#[derive(Debug, Clone)]
+pub(crate) struct EditRow {
+    pub(crate) id: MessageId,
+    pub(crate) body: String,
+    pub(crate) updated: Timestamp,
 }
 
-/// Checks that `id` is a live message of `room` written by `author`.
-fn check(
-    live: &HashMap<Uuid, Live>,
-    room: RoomId,
-    author: UserId,
-    id: MessageId,
-) -> Result<(), Refused> {
-    match live.get(&Uuid::from(id)) {
-        Some(m) if m.room == Uuid::from(room) => {
-            if m.author == Uuid::from(author) {
-                Ok(())
-            } else {
-                Err(Refused::Forbidden)
-            }
-        }
-        _ => Err(Refused::NotFound),
-    }
-}
-
-/// Adds a post's message and `new` event to the batch and returns the event.
-fn post(rows: &mut Rows, new: &NewMessage, seq: i64) -> Event {
-    let id = MessageId::new();
-    let now = Timestamp::now();
-    let (room, author) = (Uuid::from(new.room_id), Uuid::from(new.author.id));
-    let client_id = new.client_id.as_ref().map(ClientId::as_str);
-    rows.msg_ids.push(Uuid::from(id));
-    rows.msg_rooms.push(room);
-    rows.msg_users.push(author);
-    rows.msg_seqs.push(seq);
-    rows.msg_bodies.push(new.body.as_str().to_owned());
-    rows.msg_created.push(now.unix_micros());
-    rows.msg_client_ids.push(client_id.map(str::to_owned));
-    rows.event(
-        room,
-        seq,
-        ACTION_NEW,
-        Uuid::from(id),
-        author,
-        new.body.as_str(),
-        false,
-        now,
-        now,
-        client_id,
-    );
-    Event {
-        room_id: new.room_id,
-        seq: seq.max(0) as u64,
-        kind: EventKind::New(Message {
-            id,
-            room_id: new.room_id,
-            user_id: new.author.id,
-            username: new.author.username.clone(),
-            user_avatar: new.author.avatar.clone(),
-            body: new.body.as_str().to_owned(),
-            created: now,
-            updated: now,
-            edited: false,
-            client_id: new.client_id.clone(),
-            seq: seq.max(0) as u64,
-        }),
-    }
+/// A row of the `events` log.
+#[derive(Debug, Clone)]
+pub(crate) struct EventRow {
+    pub(crate) room: RoomId,
+    pub(crate) seq: i64,
+    pub(crate) action: i16,
+    pub(crate) message: MessageId,
+    pub(crate) user: UserId,
+    pub(crate) body: String,
+    pub(crate) edited: bool,
+    pub(crate) created: Timestamp,
+    pub(crate) updated: Timestamp,
+    pub(crate) client_id: Option<ClientId>,
 }

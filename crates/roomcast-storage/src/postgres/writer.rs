@@ -44,14 +44,18 @@
 use std::io;
 use std::time::Duration;
 
+use roomcast_domain::{MessageId, RoomId, UserId};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
-use sqlx::{Connection, Row};
+use sqlx::{Connection, Postgres, QueryBuilder, Row};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::rows::{self, EVENT_COLUMNS};
-use crate::write::{self, ACTION_NEW, Known, Live, Outcomes, PendingWrite, WriteOp, WriteOutcome};
+use crate::write::{
+    self, ACTION_NEW, EditRow, EventRow, Known, Live, MessageRow, Outcomes, PendingWrite, RoomSeq,
+    Rows, WriteOp, WriteOutcome,
+};
 use crate::{CommitPolicy, StorageError};
 
 /// Writes waiting for one writer; senders wait (backpressure) beyond this.
@@ -338,33 +342,143 @@ async fn stored(options: &PgConnectOptions, probe: &Probe) -> Result<bool, sqlx:
     Ok(found)
 }
 
-/// Everything the batch writes, in one statement. Data-modifying CTEs all
-/// run to completion on the same snapshot, so the parts must not touch the
-/// same row twice: the planner (`write::plan`) keeps one edit per message and
-/// none for a message it deletes. Deleted bodies are blanked in the event
-/// log (older events here, this batch's events before they are written).
-const WRITE_BATCH: &str = "\
-WITH seqs AS (
-    UPDATE rooms r SET last_seq = v.last_seq
-    FROM unnest($1::uuid[], $2::int8[]) AS v(id, last_seq)
-    WHERE r.id = v.id
-), posted AS (
-    INSERT INTO messages (id, room_id, user_id, seq, body, created_at, updated_at, edited, client_id)
-    SELECT v.id, v.room_id, v.user_id, v.seq, v.body, v.created_at, v.created_at, FALSE, v.client_id
-    FROM unnest($3::uuid[], $4::uuid[], $5::uuid[], $6::int8[], $7::text[], $8::int8[], $9::text[])
-        AS v(id, room_id, user_id, seq, body, created_at, client_id)
-), edits AS (
-    UPDATE messages m SET body = v.body, edited = TRUE, updated_at = v.updated_at
-    FROM unnest($10::uuid[], $11::text[], $12::int8[]) AS v(id, body, updated_at)
-    WHERE m.id = v.id
-), gone AS (
-    DELETE FROM messages WHERE id = ANY($13::uuid[])
-), blanked AS (
-    UPDATE events SET body = '' WHERE message_id = ANY($13::uuid[]) AND body <> ''
-)
-INSERT INTO events (room_id, seq, action, message_id, user_id, body, edited, created_at, updated_at, client_id)
-SELECT * FROM unnest($14::uuid[], $15::int8[], $16::int2[], $17::uuid[], $18::uuid[], $19::text[],
-                     $20::bool[], $21::int8[], $22::int8[], $23::text[])";
+/// Turns one kind of [`Rows`] row into one array per column, bound as
+/// `unnest($1::type[], ...) AS v(column, ...)`. Each column is named once,
+/// next to its SQL type and the row field it comes from, and the row is
+/// destructured without `..`: a field added to the row does not compile
+/// until it is written here, and a column cannot be bound out of order.
+macro_rules! columns {
+    ($(#[$doc:meta])* $name:ident from $row:ident { $($field:ident),+ $(,)? } {
+        $($col:ident: $rust:ty as $sql:literal = $value:expr),+ $(,)?
+    }) => {
+        $(#[$doc])*
+        struct $name {
+            $($col: Vec<$rust>),+
+        }
+
+        impl $name {
+            /// The columns' names, in the order `unnest` yields them.
+            #[allow(dead_code, reason = "only the inserted kinds need it")]
+            const NAMES: &'static str = stringify!($($col),+);
+
+            fn new(rows: Vec<$row>) -> Self {
+                let mut arrays = Self { $($col: Vec::with_capacity(rows.len())),+ };
+                for $row { $($field),+ } in rows {
+                    $(arrays.$col.push($value);)+
+                }
+                arrays
+            }
+
+            /// `unnest(...) AS v(...)`, binding every column.
+            fn unnest(self, sql: &mut QueryBuilder<'static, Postgres>) {
+                sql.push("unnest(");
+                let mut args = sql.separated(", ");
+                $(args.push_bind(self.$col).push_unseparated(concat!("::", $sql, "[]"));)+
+                sql.push(concat!(") AS v(", stringify!($($col),+), ")"));
+            }
+        }
+    };
+}
+
+columns! {
+    /// Rooms whose `last_seq` the batch moves.
+    SeqColumns from RoomSeq { room, last_seq } {
+        id: Uuid as "uuid" = Uuid::from(room),
+        last_seq: i64 as "int8" = last_seq,
+    }
+}
+
+columns! {
+    /// The batch's posted messages.
+    MessageColumns from MessageRow { id, room, user, seq, body, created, client_id } {
+        id: Uuid as "uuid" = Uuid::from(id),
+        room_id: Uuid as "uuid" = Uuid::from(room),
+        user_id: Uuid as "uuid" = Uuid::from(user),
+        seq: i64 as "int8" = seq,
+        body: String as "text" = body,
+        created_at: i64 as "int8" = created.unix_micros(),
+        updated_at: i64 as "int8" = created.unix_micros(),
+        client_id: Option<String> as "text" = client_id.map(|c| c.as_str().to_owned()),
+    }
+}
+
+columns! {
+    /// The batch's edits, one per message.
+    EditColumns from EditRow { id, body, updated } {
+        id: Uuid as "uuid" = Uuid::from(id),
+        body: String as "text" = body,
+        updated_at: i64 as "int8" = updated.unix_micros(),
+    }
+}
+
+columns! {
+    /// The batch's events.
+    EventColumns from EventRow {
+        room, seq, action, message, user, body, edited, created, updated, client_id
+    } {
+        room_id: Uuid as "uuid" = Uuid::from(room),
+        seq: i64 as "int8" = seq,
+        action: i16 as "int2" = action,
+        message_id: Uuid as "uuid" = Uuid::from(message),
+        user_id: Uuid as "uuid" = Uuid::from(user),
+        body: String as "text" = body,
+        edited: bool as "bool" = edited,
+        created_at: i64 as "int8" = created.unix_micros(),
+        updated_at: i64 as "int8" = updated.unix_micros(),
+        client_id: Option<String> as "text" = client_id.map(|c| c.as_str().to_owned()),
+    }
+}
+
+/// Everything the batch writes, in one statement, with only the parts the
+/// batch needs (a batch of posts neither edits, deletes nor blanks).
+/// Data-modifying CTEs all run to completion on the same snapshot, so the
+/// parts must not touch the same row twice: the planner (`write::plan`)
+/// keeps one edit per message and none for a message it deletes. Deleted
+/// bodies are blanked in the event log (older events here, this batch's
+/// events before they are written).
+fn write_batch(rows: Rows) -> QueryBuilder<'static, Postgres> {
+    let Rows {
+        seqs,
+        messages,
+        edits,
+        deleted,
+        events,
+    } = rows;
+    let mut sql = QueryBuilder::new("WITH seqs AS (UPDATE rooms r SET last_seq = v.last_seq FROM ");
+    SeqColumns::new(seqs).unnest(&mut sql);
+    sql.push(" WHERE r.id = v.id)");
+    if !messages.is_empty() {
+        sql.push(format_args!(
+            ", posted AS (INSERT INTO messages ({}) SELECT * FROM ",
+            MessageColumns::NAMES
+        ));
+        MessageColumns::new(messages).unnest(&mut sql);
+        sql.push(")");
+    }
+    if !edits.is_empty() {
+        sql.push(
+            ", edits AS (UPDATE messages m \
+             SET body = v.body, edited = TRUE, updated_at = v.updated_at FROM ",
+        );
+        EditColumns::new(edits).unnest(&mut sql);
+        sql.push(" WHERE m.id = v.id)");
+    }
+    if !deleted.is_empty() {
+        let deleted: Vec<Uuid> = deleted.into_iter().map(Uuid::from).collect();
+        sql.push(", gone AS (DELETE FROM messages WHERE id = ANY(")
+            .push_bind(deleted.clone())
+            .push("::uuid[]))")
+            .push(", blanked AS (UPDATE events SET body = '' WHERE message_id = ANY(")
+            .push_bind(deleted)
+            .push("::uuid[]) AND body <> '')");
+    }
+    sql.push(format_args!(
+        " INSERT INTO events ({}) SELECT * FROM ",
+        EventColumns::NAMES
+    ));
+    EventColumns::new(events).unnest(&mut sql);
+    sql
+}
 
 /// The outer error aborts the whole batch; inner ones are per write (not
 /// found, not the author), decided before anything is written, so they
@@ -378,7 +492,7 @@ async fn apply(
     ops: &[&WriteOp],
     in_doubt: &mut Option<InDoubt>,
 ) -> Result<Outcomes, Failed> {
-    let rooms = write::rooms_of(ops);
+    let rooms: Vec<Uuid> = write::rooms_of(ops).into_iter().map(Uuid::from).collect();
     let mut tx = conn.begin().await?;
 
     // Lock the batch's rooms in id order: writers on any connection of any
@@ -391,7 +505,9 @@ async fn apply(
     .fetch_all(&mut *tx)
     .await?;
     for row in &locked {
-        known.last_seq.insert(row.try_get(0)?, row.try_get(1)?);
+        known
+            .last_seq
+            .insert(RoomId::from_uuid(row.try_get(0)?), row.try_get(1)?);
     }
 
     // Read under the room locks: nobody else can add or change these rows
@@ -399,30 +515,40 @@ async fn apply(
     let keys = write::client_keys(ops);
     if !keys.is_empty() {
         let sql = format!(
-            "SELECT {EVENT_COLUMNS}, e.client_id AS key \
-             FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS k(room_id, user_id, client_id) \
+            "SELECT {EVENT_COLUMNS}, k.n \
+             FROM unnest($1::uuid[], $2::uuid[], $3::text[]) WITH ORDINALITY \
+                 AS k(room_id, user_id, client_id, n) \
              JOIN events e ON e.room_id = k.room_id AND e.user_id = k.user_id AND e.client_id = k.client_id \
              JOIN users u ON u.id = e.user_id \
              WHERE e.action = {ACTION_NEW}"
         );
         let found = sqlx::query(&sql)
-            .bind(keys.iter().map(|k| k.0).collect::<Vec<_>>())
-            .bind(keys.iter().map(|k| k.1).collect::<Vec<_>>())
-            .bind(keys.into_iter().map(|k| k.2).collect::<Vec<_>>())
+            .bind(keys.iter().map(|k| Uuid::from(k.room)).collect::<Vec<_>>())
+            .bind(
+                keys.iter()
+                    .map(|k| Uuid::from(k.author))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                keys.iter()
+                    .map(|k| k.client_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
             .fetch_all(&mut *tx)
             .await?;
         for row in &found {
-            let key = (
-                row.try_get("room_id")?,
-                row.try_get("user_id")?,
-                row.try_get("key")?,
-            );
+            // The key this row answers, by its position in the arrays.
+            let n: i64 = row.try_get("n")?;
+            let key = usize::try_from(n - 1)
+                .ok()
+                .and_then(|i| keys.get(i))
+                .ok_or_else(|| sqlx::Error::Protocol("clientId key out of range".into()))?;
             known
                 .seen
-                .insert(key, rows::event(row).map_err(|e| e.to_string()));
+                .insert(key.clone(), rows::event(row).map_err(|e| e.to_string()));
         }
     }
-    let targets = write::targets_of(ops);
+    let targets: Vec<Uuid> = write::targets_of(ops).into_iter().map(Uuid::from).collect();
     if !targets.is_empty() {
         let found = sqlx::query("SELECT id, room_id, user_id FROM messages WHERE id = ANY($1)")
             .bind(&targets)
@@ -430,55 +556,24 @@ async fn apply(
             .await?;
         for row in &found {
             let live = Live {
-                room: row.try_get(1)?,
-                author: row.try_get(2)?,
+                room: RoomId::from_uuid(row.try_get(1)?),
+                author: UserId::from_uuid(row.try_get(2)?),
             };
-            known.live.insert(row.try_get(0)?, live);
+            known
+                .live
+                .insert(MessageId::from_uuid(row.try_get(0)?), live);
         }
     }
 
     let (rows, outcomes) = write::plan(ops, known);
-    let probe = match (
-        rows.ev_rooms.first(),
-        rows.ev_seqs.first(),
-        rows.ev_messages.first(),
-        rows.ev_created.first(),
-    ) {
-        (Some(&room), Some(&seq), Some(&message), Some(&created)) => Some(Probe {
-            room,
-            seq,
-            message,
-            created,
-        }),
-        _ => None,
-    };
+    let probe = rows.events.first().map(|first| Probe {
+        room: Uuid::from(first.room),
+        seq: first.seq,
+        message: Uuid::from(first.message),
+        created: first.created.unix_micros(),
+    });
     if !rows.is_empty() {
-        sqlx::query(WRITE_BATCH)
-            .bind(rows.room_ids)
-            .bind(rows.room_seqs)
-            .bind(rows.msg_ids)
-            .bind(rows.msg_rooms)
-            .bind(rows.msg_users)
-            .bind(rows.msg_seqs)
-            .bind(rows.msg_bodies)
-            .bind(rows.msg_created)
-            .bind(rows.msg_client_ids)
-            .bind(rows.edit_ids)
-            .bind(rows.edit_bodies)
-            .bind(rows.edit_updated)
-            .bind(rows.deleted)
-            .bind(rows.ev_rooms)
-            .bind(rows.ev_seqs)
-            .bind(rows.ev_actions)
-            .bind(rows.ev_messages)
-            .bind(rows.ev_users)
-            .bind(rows.ev_bodies)
-            .bind(rows.ev_edited)
-            .bind(rows.ev_created)
-            .bind(rows.ev_updated)
-            .bind(rows.ev_client_ids)
-            .execute(&mut *tx)
-            .await?;
+        write_batch(rows).build().execute(&mut *tx).await?;
     }
 
     let Some(probe) = probe else {

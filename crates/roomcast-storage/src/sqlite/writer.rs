@@ -28,12 +28,18 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::LazyLock;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use roomcast_domain::{ClientId, RoomId, UserId};
+use rusqlite::{
+    Connection, OpenFlags, OptionalExtension, TransactionBehavior, named_params, params,
+};
 use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
 
 use crate::rows::{self, EVENT_COLUMNS};
-use crate::write::ACTION_NEW;
-use crate::write::{self, Known, Live, Outcomes, PendingWrite, WriteOp, WriteOutcome};
+use crate::write::{
+    self, ACTION_NEW, EditRow, EventRow, Known, Live, MessageRow, Outcomes, PendingWrite, RoomSeq,
+    Rows, WriteOp, WriteOutcome,
+};
 use crate::{CommitPolicy, StorageError};
 
 /// Writes waiting for the writer; senders wait (backpressure) beyond this.
@@ -199,7 +205,7 @@ fn read_known(tx: &Connection, ops: &[&WriteOp]) -> rusqlite::Result<Known> {
     let mut stmt = tx.prepare_cached("SELECT last_seq FROM rooms WHERE id = ?1")?;
     for room in write::rooms_of(ops) {
         let seq = stmt
-            .query_row([room], |row| row.get::<_, i64>(0))
+            .query_row([Uuid::from(room)], |row| row.get::<_, i64>(0))
             .optional()?;
         if let Some(seq) = seq {
             known.last_seq.insert(room, seq);
@@ -210,7 +216,11 @@ fn read_known(tx: &Connection, ops: &[&WriteOp]) -> rusqlite::Result<Known> {
     if !keys.is_empty() {
         let mut stmt = tx.prepare_cached(&SEEN_SQL)?;
         for key in keys {
-            let mut found = stmt.query(params![key.0, key.1, key.2])?;
+            let mut found = stmt.query(params![
+                Uuid::from(key.room),
+                Uuid::from(key.author),
+                key.client_id.as_str()
+            ])?;
             if let Some(row) = found.next()? {
                 let event = rows::event(row).map_err(|e| e.to_string());
                 known.seen.insert(key, event);
@@ -223,10 +233,10 @@ fn read_known(tx: &Connection, ops: &[&WriteOp]) -> rusqlite::Result<Known> {
         let mut stmt = tx.prepare_cached("SELECT room_id, user_id FROM messages WHERE id = ?1")?;
         for id in targets {
             let live = stmt
-                .query_row([id], |row| {
+                .query_row([Uuid::from(id)], |row| {
                     Ok(Live {
-                        room: row.get(0)?,
-                        author: row.get(1)?,
+                        room: RoomId::from_uuid(row.get(0)?),
+                        author: UserId::from_uuid(row.get(1)?),
                     })
                 })
                 .optional()?;
@@ -238,72 +248,95 @@ fn read_known(tx: &Connection, ops: &[&WriteOp]) -> rusqlite::Result<Known> {
     Ok(known)
 }
 
-/// Writes a planned batch. Order matters: deleted bodies are blanked after
-/// this batch's events are in.
-fn write_rows(tx: &Connection, rows: &write::Rows) -> rusqlite::Result<()> {
+/// Writes a planned batch, each row bound by column name from a pattern
+/// that names every field of the row. Order matters: deleted bodies are
+/// blanked after this batch's events are in.
+fn write_rows(tx: &Connection, rows: &Rows) -> rusqlite::Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
-    let mut stmt = tx.prepare_cached("UPDATE rooms SET last_seq = ?2 WHERE id = ?1")?;
-    for (id, seq) in rows.room_ids.iter().zip(&rows.room_seqs) {
-        stmt.execute(params![id, seq])?;
+    let mut stmt = tx.prepare_cached("UPDATE rooms SET last_seq = :last_seq WHERE id = :id")?;
+    for &RoomSeq { room, last_seq } in &rows.seqs {
+        stmt.execute(named_params! { ":id": Uuid::from(room), ":last_seq": last_seq })?;
     }
 
     let mut stmt = tx.prepare_cached(
         "INSERT INTO messages \
          (id, room_id, user_id, seq, body, created_at, updated_at, edited, client_id) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, 0, ?7)",
+         VALUES (:id, :room_id, :user_id, :seq, :body, :created_at, :created_at, 0, :client_id)",
     )?;
-    for i in 0..rows.msg_ids.len() {
-        stmt.execute(params![
-            rows.msg_ids[i],
-            rows.msg_rooms[i],
-            rows.msg_users[i],
-            rows.msg_seqs[i],
-            rows.msg_bodies[i],
-            rows.msg_created[i],
-            rows.msg_client_ids[i],
-        ])?;
+    for MessageRow {
+        id,
+        room,
+        user,
+        seq,
+        body,
+        created,
+        client_id,
+    } in &rows.messages
+    {
+        stmt.execute(named_params! {
+            ":id": Uuid::from(*id),
+            ":room_id": Uuid::from(*room),
+            ":user_id": Uuid::from(*user),
+            ":seq": seq,
+            ":body": body,
+            ":created_at": created.unix_micros(),
+            ":client_id": client_id.as_ref().map(ClientId::as_str),
+        })?;
     }
 
     let mut stmt = tx.prepare_cached(
-        "UPDATE messages SET body = ?2, edited = 1, updated_at = ?3 WHERE id = ?1",
+        "UPDATE messages SET body = :body, edited = 1, updated_at = :updated_at WHERE id = :id",
     )?;
-    for i in 0..rows.edit_ids.len() {
-        stmt.execute(params![
-            rows.edit_ids[i],
-            rows.edit_bodies[i],
-            rows.edit_updated[i]
-        ])?;
+    for EditRow { id, body, updated } in &rows.edits {
+        stmt.execute(named_params! {
+            ":id": Uuid::from(*id),
+            ":body": body,
+            ":updated_at": updated.unix_micros(),
+        })?;
     }
 
     let mut stmt = tx.prepare_cached(
         "INSERT INTO events \
          (room_id, seq, action, message_id, user_id, body, edited, created_at, updated_at, client_id) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+         VALUES (:room_id, :seq, :action, :message_id, :user_id, :body, :edited, :created_at, \
+                 :updated_at, :client_id)",
     )?;
-    for i in 0..rows.ev_seqs.len() {
-        stmt.execute(params![
-            rows.ev_rooms[i],
-            rows.ev_seqs[i],
-            rows.ev_actions[i],
-            rows.ev_messages[i],
-            rows.ev_users[i],
-            rows.ev_bodies[i],
-            rows.ev_edited[i],
-            rows.ev_created[i],
-            rows.ev_updated[i],
-            rows.ev_client_ids[i],
-        ])?;
+    for EventRow {
+        room,
+        seq,
+        action,
+        message,
+        user,
+        body,
+        edited,
+        created,
+        updated,
+        client_id,
+    } in &rows.events
+    {
+        stmt.execute(named_params! {
+            ":room_id": Uuid::from(*room),
+            ":seq": seq,
+            ":action": action,
+            ":message_id": Uuid::from(*message),
+            ":user_id": Uuid::from(*user),
+            ":body": body,
+            ":edited": edited,
+            ":created_at": created.unix_micros(),
+            ":updated_at": updated.unix_micros(),
+            ":client_id": client_id.as_ref().map(ClientId::as_str),
+        })?;
     }
 
     if !rows.deleted.is_empty() {
         let mut delete = tx.prepare_cached("DELETE FROM messages WHERE id = ?1")?;
         let mut blank =
             tx.prepare_cached("UPDATE events SET body = '' WHERE message_id = ?1 AND body <> ''")?;
-        for id in &rows.deleted {
-            delete.execute([id])?;
-            blank.execute([id])?;
+        for &id in &rows.deleted {
+            delete.execute([Uuid::from(id)])?;
+            blank.execute([Uuid::from(id)])?;
         }
     }
     Ok(())
