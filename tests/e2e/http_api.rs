@@ -490,6 +490,17 @@ async fn bad_requests_get_json_errors() {
         let body: Value = response.json().await.expect("JSON error body");
         assert_error_shape(&body);
     }
+    // A body that is not JSON by its Content-Type is 415 with its own code.
+    let response = client
+        .post(format!("{base}/api/auth/login"))
+        .header("content-type", "text/plain")
+        .body(r#"{"username":"alice","password":"x"}"#)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status().as_u16(), 415);
+    let body: Value = response.json().await.expect("JSON error body");
+    assert_eq!(body["code"], "unsupported_media_type", "{body}");
 }
 
 #[tokio::test]

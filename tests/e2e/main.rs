@@ -1,6 +1,6 @@
 //! Roomcast end to end: real servers on real sockets, driven the way the
 //! seed's client and Roomcast's own clients drive them. One test binary;
-//! each module is one area of the contract (`../shared/PROTOCOL.md`).
+//! each module is one area of the contract (`docs/protocol.md`).
 
 mod harness;
 

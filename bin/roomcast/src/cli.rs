@@ -9,8 +9,18 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "roomcast", version, about = "Real-time room chat server")]
 pub struct Cli {
+    /// Log lines as `text` (for people) or `json` (one object a line, for
+    /// collectors). `RUST_LOG` adds filters to the default `info,sqlx=warn`.
+    #[arg(long, global = true, env = "ROOMCAST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -18,10 +28,37 @@ pub enum Command {
     /// Run the server.
     Serve(ServeArgs),
     /// Seed users, rooms and participants and print a benchmark fixture
-    /// (../shared/FIXTURE.md) with valid tokens.
+    /// (docs/fixture.md) with valid tokens.
     Fixture(FixtureArgs),
     /// Create or upgrade the database schema, then exit.
-    Migrate(CommonArgs),
+    Migrate(MigrateArgs),
+}
+
+/// Where the database is: all `migrate` needs.
+#[derive(Debug, Clone, Args)]
+pub struct MigrateArgs {
+    /// Where the embedded database lives.
+    #[arg(long, env = "ROOMCAST_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// `sqlite:` or `postgres://` URL; default: `roomcast.db` (SQLite) in
+    /// the data directory.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+impl MigrateArgs {
+    /// The database URL in force.
+    pub fn database_url(&self) -> String {
+        database_url(&self.data_dir, self.database_url.as_deref())
+    }
+}
+
+/// The configured URL, or the embedded database in the data directory.
+fn database_url(data_dir: &std::path::Path, configured: Option<&str>) -> String {
+    match configured {
+        Some(url) => url.to_owned(),
+        None => format!("sqlite://{}", data_dir.join("roomcast.db").display()),
+    }
 }
 
 /// What every command needs to find the server's data and keys.
@@ -142,10 +179,7 @@ impl ServeArgs {
 impl CommonArgs {
     /// The database URL in force.
     pub fn database_url(&self) -> String {
-        match &self.database_url {
-            Some(url) => url.clone(),
-            None => format!("sqlite://{}", self.data_dir.join("roomcast.db").display()),
-        }
+        database_url(&self.data_dir, self.database_url.as_deref())
     }
 }
 
@@ -200,6 +234,29 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn migrate_offers_only_the_flags_it_uses() {
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        let migrate = cli.find_subcommand_mut("migrate").expect("migrate exists");
+        let flags: Vec<String> = migrate
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(str::to_owned))
+            .collect();
+        for ignored in ["bind", "jwt-secret", "redis-url"] {
+            assert!(
+                !flags.iter().any(|f| f == ignored),
+                "{ignored} in {flags:?}"
+            );
+        }
+        assert!(flags.iter().any(|f| f == "database-url"), "{flags:?}");
+        let cli = Cli::try_parse_from(["roomcast", "migrate", "--bind", "0.0.0.0:1"]);
+        assert!(cli.is_err(), "migrate must refuse --bind");
+        let cli =
+            Cli::try_parse_from(["roomcast", "--log-format", "json", "migrate"]).expect("parses");
+        assert_eq!(cli.log_format, LogFormat::Json);
     }
 
     impl Cli {

@@ -1,5 +1,5 @@
 //! `roomcast fixture`: seed M rooms of K members straight into storage and
-//! describe them as `../shared/FIXTURE.md` says, with signed tokens.
+//! describe them as `docs/fixture.md` says, with signed tokens.
 
 use anyhow::Context;
 use roomcast_domain::{RoomSlug, Username};

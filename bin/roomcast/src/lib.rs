@@ -9,9 +9,10 @@
 
 pub mod cli;
 mod fixture;
+pub mod logging;
 mod secret;
 mod server;
 
-pub use cli::{Cli, Command, CommonArgs, ServeArgs};
+pub use cli::{Cli, Command, CommonArgs, LogFormat, MigrateArgs, ServeArgs};
 pub use fixture::{Fixture, FixtureMember, FixtureRoom, fixture};
-pub use server::{Server, open_storage};
+pub use server::{Server, open_storage, open_storage_at};

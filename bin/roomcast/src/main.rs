@@ -5,18 +5,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use roomcast_app::{Cli, Command, Server, fixture, open_storage};
-use tracing_subscriber::EnvFilter;
+use roomcast_app::{Cli, Command, Server, fixture, open_storage_at};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    roomcast_app::logging::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -30,8 +23,8 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("roomcast: {e:#}");
+            // Once, through the log (stderr), in the chosen format.
+            tracing::error!(error = format!("{e:#}"), "roomcast cannot go on");
             ExitCode::FAILURE
         }
     }
@@ -46,6 +39,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "WebSocket endpoint: ws://{}/ws/chat/{{host}}/{{room}}",
                 server.addr()
             );
+            println!(
+                "WebSocket origins allowed: {} (add one with --allowed-origins or ROOMCAST_ALLOWED_ORIGINS)",
+                server.state().config().allowed_origins
+            );
+            println!("API documentation: http://{}/api/docs", server.addr());
             tracing::info!(addr = %server.addr(), "listening");
             shutdown_signal().await?;
             tracing::info!("signal received: shutting down");
@@ -59,8 +57,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{json}");
             Ok(())
         }
-        Command::Migrate(common) => {
-            let storage = open_storage(&common).await?;
+        Command::Migrate(args) => {
+            let storage = open_storage_at(&args.data_dir, &args.database_url()).await?;
             tracing::info!(backend = storage.backend(), "database is migrated");
             Ok(())
         }

@@ -18,14 +18,19 @@ use crate::secret;
 
 /// Opens (creating and migrating) the storage the settings name.
 pub async fn open_storage(common: &CommonArgs) -> anyhow::Result<Storage> {
-    let url = common.database_url();
+    open_storage_at(&common.data_dir, &common.database_url()).await
+}
+
+/// Opens (creating and migrating) the database at `url`; an SQLite one
+/// gets its data directory created first.
+pub async fn open_storage_at(data_dir: &std::path::Path, url: &str) -> anyhow::Result<Storage> {
     if url.starts_with("sqlite:") {
-        std::fs::create_dir_all(&common.data_dir)
-            .with_context(|| format!("creating data directory {}", common.data_dir.display()))?;
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating data directory {}", data_dir.display()))?;
     }
-    roomcast_storage::connect(&url)
+    roomcast_storage::connect(url)
         .await
-        .with_context(|| format!("opening the database {}", redact(&url)))
+        .with_context(|| format!("opening the database {}", redact(url)))
 }
 
 /// A URL without its password, for messages.
@@ -102,8 +107,8 @@ impl Server {
         tracing::info!(
             storage = storage.backend(),
             layer = hub.layer().name(),
-            origins = ?config.allowed_origins,
-            "starting"
+            origins = %config.allowed_origins,
+            "starting (more WebSocket origins: --allowed-origins or ROOMCAST_ALLOWED_ORIGINS)"
         );
         let state = AppState::new(storage, hub, JwtKeys::new(&secret), config);
         if let Some(handle) = prometheus() {
@@ -211,17 +216,62 @@ fn allowed_origins(configured: &[String], addr: SocketAddr) -> AllowedOrigins {
     }
     let port = addr.port();
     let mut own = vec![format!("http://{}", public_addr(addr))];
+    let mut add = |origin: String| {
+        if !own.contains(&origin) {
+            own.push(origin);
+        }
+    };
     if addr.ip().is_loopback() || addr.ip().is_unspecified() {
-        for alias in [
-            format!("http://localhost:{port}"),
-            format!("http://127.0.0.1:{port}"),
-        ] {
-            if !own.contains(&alias) {
-                own.push(alias);
-            }
+        add(format!("http://localhost:{port}"));
+        add(format!("http://127.0.0.1:{port}"));
+    }
+    // A wildcard bind is reached by the machine's name and addresses too:
+    // a browser that uses them must not get 403.
+    if addr.ip().is_unspecified() {
+        for host in machine_hosts() {
+            add(format!("http://{host}:{port}"));
         }
     }
     AllowedOrigins::List(own)
+}
+
+/// The machine's name and its non-loopback addresses, as URL hosts: the
+/// addresses its name resolves to, and the one it routes out from (a
+/// connected UDP socket's local address; no packet is sent).
+fn machine_hosts() -> Vec<String> {
+    use std::net::{IpAddr, ToSocketAddrs, UdpSocket};
+    let mut ips: Vec<IpAddr> = Vec::new();
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty());
+    if let Some(name) = &name
+        && let Ok(addrs) = (name.as_str(), 0).to_socket_addrs()
+    {
+        ips.extend(addrs.map(|a| a.ip()));
+    }
+    for (bind, probe) in [("0.0.0.0:0", "192.0.2.1:9"), ("[::]:0", "[2001:db8::1]:9")] {
+        if let Ok(socket) = UdpSocket::bind(bind)
+            && socket.connect(probe).is_ok()
+            && let Ok(local) = socket.local_addr()
+        {
+            ips.push(local.ip());
+        }
+    }
+    let mut hosts: Vec<String> = name.into_iter().collect();
+    for ip in ips {
+        if ip.is_loopback() || ip.is_unspecified() {
+            continue;
+        }
+        let host = match ip {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("[{v6}]"),
+        };
+        if !hosts.contains(&host) {
+            hosts.push(host);
+        }
+    }
+    hosts
 }
 
 /// The address clients use: an unspecified bind address means loopback.
@@ -245,6 +295,15 @@ mod tests {
         };
         assert!(list.contains(&"http://127.0.0.1:8080".to_owned()));
         assert!(list.contains(&"http://localhost:8080".to_owned()));
+        for host in machine_hosts() {
+            assert!(list.contains(&format!("http://{host}:8080")), "{host}");
+        }
+        let AllowedOrigins::List(loopback) =
+            allowed_origins(&[], "127.0.0.1:8080".parse().expect("addr"))
+        else {
+            panic!("expected a list")
+        };
+        assert_eq!(loopback.len(), 2, "{loopback:?}");
         assert_eq!(allowed_origins(&["*".into()], addr), AllowedOrigins::Any);
         assert_eq!(
             allowed_origins(&["http://a".into(), " ".into()], addr),

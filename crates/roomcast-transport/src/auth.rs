@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 /// The cookie the seed's browser client sends.
 pub const COOKIE_NAME: &str = "JWT";
 
-/// What a token says. `sub` is the user's UUID (as `../shared/FIXTURE.md`
+/// What a token says. `sub` is the user's UUID (as `docs/fixture.md`
 /// requires); `username` saves a lookup for logs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {

@@ -28,6 +28,16 @@ impl AllowedOrigins {
     }
 }
 
+/// `*`, or the origins separated by commas: for start-up lines and help.
+impl std::fmt::Display for AllowedOrigins {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AllowedOrigins::Any => f.write_str("*"),
+            AllowedOrigins::List(list) => f.write_str(&list.join(",")),
+        }
+    }
+}
+
 /// How a graceful shutdown ends each socket (PROTOCOL.md section 5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ShutdownMode {

@@ -31,7 +31,7 @@ pub(crate) async fn ws_chat(
 ) -> Response {
     match admit(&app, &host, &slug, &query, &headers).await {
         Err(refusal) => {
-            tracing::debug!(status = %refusal.status, code = refusal.code, %host, %slug, "handshake refused");
+            tracing::debug!(status = %refusal.status, code = %refusal.code, %host, %slug, "handshake refused");
             crate::metrics::handshake_refused(refusal_reason(&refusal));
             refusal.into_response()
         }
@@ -46,7 +46,7 @@ pub(crate) async fn ws_chat(
                 Err(rejection) => {
                     return ApiError::new(
                         rejection.status(),
-                        "bad_request",
+                        crate::ErrorCode::BadRequest,
                         "This endpoint speaks WebSocket only.",
                     )
                     .into_response();

@@ -32,8 +32,7 @@ pub(crate) async fn readyz(State(app): State<AppState>) -> Response {
     if problems.is_empty() {
         Json(json!({ "status": "ready" })).into_response()
     } else {
-        let body = json!({ "error": problems.join(", "), "code": "unavailable" });
-        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        crate::ApiError::unavailable(&problems.join(", ")).into_response()
     }
 }
 
@@ -85,7 +84,7 @@ pub(crate) async fn not_found() -> Response {
 pub(crate) async fn method_not_allowed() -> Response {
     crate::ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        crate::ErrorCode::MethodNotAllowed,
         "Method not allowed.",
     )
     .into_response()

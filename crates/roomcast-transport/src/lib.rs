@@ -30,6 +30,6 @@ mod state;
 pub use auth::{AuthError, Claims, JwtKeys};
 pub use backfill::{encode_event, hub_builder};
 pub use config::{AllowedOrigins, ShutdownMode, TransportConfig};
-pub use error::ApiError;
+pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use server::{router, serve};
 pub use state::AppState;

@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 use roomcast_storage::postgres::TestDatabase;
 use serde::Deserialize;
 
-/// `../shared/FIXTURE.md`: all a load tool may know about a server.
+/// `docs/fixture.md`: all a load tool may know about a server.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Fixture {
     pub name: String,

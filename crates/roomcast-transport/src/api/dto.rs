@@ -6,12 +6,7 @@ use roomcast_domain::{Message, Room, Seq, User};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// `{"error": "...", "code": "..."}`: every 4xx and 5xx.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct ErrorBody {
-    pub error: String,
-    pub code: String,
-}
+pub(crate) use crate::error::ErrorBody;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct UserDto {

@@ -9,7 +9,7 @@ use roomcast_domain::User;
 use serde::de::DeserializeOwned;
 
 use crate::auth::token_from;
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, ErrorCode};
 
 /// The authenticated caller (cookie `JWT` or bearer token).
 #[derive(Debug)]
@@ -60,12 +60,12 @@ fn json_error(rejection: JsonRejection) -> ApiError {
     match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
+            ErrorCode::TooLarge,
             "The request body is too large.",
         ),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "bad_request",
+            ErrorCode::UnsupportedMediaType,
             "Expected Content-Type: application/json.",
         ),
         _ => {

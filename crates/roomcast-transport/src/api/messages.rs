@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::dto::{ErrorBody, HistoryDto, MessageDto, PostMessageRequest};
 use super::extract::{CurrentUser, JsonBody};
 use super::rooms::find_room;
-use crate::{ApiError, AppState, chat};
+use crate::{ApiError, AppState, ErrorCode, chat};
 
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 100;
@@ -81,8 +81,8 @@ pub(crate) async fn post(
     let room = participant_room(&app, &caller, &host, &slug).await?;
     let body = MessageBody::parse(&req.body).map_err(|e| {
         let code = match e {
-            BodyError::Empty => "empty",
-            BodyError::TooLong => "too_long",
+            BodyError::Empty => ErrorCode::Empty,
+            BodyError::TooLong => ErrorCode::TooLong,
         };
         ApiError::new(StatusCode::BAD_REQUEST, code, e.to_string())
     })?;

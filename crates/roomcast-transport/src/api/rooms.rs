@@ -53,7 +53,7 @@ pub(crate) async fn create(
         .map_err(|e| match e {
             roomcast_storage::StorageError::Conflict(_) => ApiError::new(
                 StatusCode::CONFLICT,
-                "conflict",
+                crate::ErrorCode::Conflict,
                 "You already host a room with that slug.",
             ),
             other => other.into(),
