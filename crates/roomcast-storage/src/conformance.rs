@@ -31,6 +31,7 @@ macro_rules! conformance_tests {
             rooms_are_created_with_their_host_as_participant,
             room_slugs_are_unique_per_host,
             participants_are_added_and_removed,
+            missing_references_are_not_found,
             admission_reads_user_room_and_membership_at_once,
             posts_get_consecutive_seqs_per_room,
             edits_and_deletes_are_for_the_author_in_the_same_room,
@@ -206,6 +207,30 @@ pub async fn room_slugs_are_unique_per_host(store: Storage) {
     );
     // Another host may use the same slug.
     room(&store, &bob, "general").await;
+}
+
+/// A write naming a user or room that does not exist breaks a foreign
+/// key; every backend reports it as `NotFound`, never as an outage.
+pub async fn missing_references_are_not_found(store: Storage) {
+    let alice = user(&store, "alice").await;
+    let room_id = room(&store, &alice, "general").await;
+    let orphan = store
+        .create_room(NewRoom {
+            host: UserId::new(),
+            slug: slug("orphan"),
+            name: "orphan".into(),
+            description: String::new(),
+        })
+        .await;
+    assert!(matches!(orphan, Err(StorageError::NotFound)), "{orphan:?}");
+    let nobody = store.add_participant(room_id, UserId::new()).await;
+    assert!(matches!(nobody, Err(StorageError::NotFound)), "{nobody:?}");
+    let nowhere = store.add_participant(RoomId::new(), alice.id).await;
+    assert!(
+        matches!(nowhere, Err(StorageError::NotFound)),
+        "{nowhere:?}"
+    );
+    store.health().await.expect("still healthy");
 }
 
 pub async fn participants_are_added_and_removed(store: Storage) {

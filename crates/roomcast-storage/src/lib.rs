@@ -4,8 +4,10 @@
 //! [`MessageRepository`], bundled as [`Store`]) are the swap point: the
 //! server holds an `Arc<dyn Store>` and never names a backend. The embedded
 //! SQLite backend is the default; PostgreSQL ([`PgStore`]) is the
-//! production backend for several server processes. Every backend passes
-//! the same [`conformance`] suite.
+//! production backend for several server processes. Both are one
+//! repository ([`sql::SqlStore`]) over their own [`sql::Backend`]: the
+//! queries are written once. Every backend passes the same [`conformance`]
+//! suite.
 //!
 //! Invariants:
 //! - A room's `seq` is assigned in the transaction that stores the event, so
@@ -22,6 +24,7 @@ mod model;
 pub mod postgres;
 mod repository;
 mod rows;
+pub mod sql;
 pub mod sqlite;
 mod write;
 

@@ -5,7 +5,7 @@
 //! once, with the column lists the queries select.
 
 use roomcast_domain::{
-    ClientId, Event, EventKind, Message, MessageId, Room, RoomId, RoomSlug, Timestamp, User,
+    ClientId, Event, EventKind, Message, MessageId, Room, RoomId, RoomSlug, Seq, Timestamp, User,
     UserId, Username,
 };
 use sqlx::Row;
@@ -44,8 +44,10 @@ fn corrupt(e: impl std::fmt::Display) -> StorageError {
     StorageError::Corrupt(e.to_string())
 }
 
-/// The column reads the mapping needs, for one backend's row type.
-pub(crate) trait StoredRow {
+/// The column reads the mapping needs, for one backend's row type: each
+/// fails with `Corrupt` (never panics) when the column is missing or holds
+/// another type.
+pub trait StoredRow {
     fn uuid(&self, col: &str) -> Result<Uuid, StorageError>;
     fn int(&self, col: &str) -> Result<i64, StorageError>;
     fn flag(&self, col: &str) -> Result<bool, StorageError>;
@@ -90,6 +92,18 @@ stored_row!(rusqlite::Row<'_>, i64, get);
 fn ts<R: StoredRow>(row: &R, col: &str) -> Result<Timestamp, StorageError> {
     let micros = row.int(col)?;
     Timestamp::from_unix_micros(micros).ok_or_else(|| corrupt(format!("{col} out of range")))
+}
+
+/// A seq as the schemas store it: a BIGINT that is never negative.
+pub(crate) fn seq<R: StoredRow>(row: &R, col: &str) -> Result<Seq, StorageError> {
+    let raw = row.int(col)?;
+    Seq::try_from(raw).map_err(|_| corrupt(format!("{col} is negative: {raw}")))
+}
+
+/// A seq as a query parameter. Seqs past `i64::MAX` are never stored, so
+/// such a bound compares like the largest storable one.
+pub(crate) fn seq_param(seq: Seq) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
 }
 
 fn username<R: StoredRow>(row: &R, col: &str) -> Result<Username, StorageError> {
@@ -140,7 +154,7 @@ fn room_named<R: StoredRow>(row: &R, id: &str, name: &str) -> Result<Room, Stora
         description: row.text("description")?,
         created: ts(row, "created_at")?,
         updated: ts(row, "updated_at")?,
-        participants_count: row.int("participants_count")?.max(0) as u64,
+        participants_count: u64::try_from(row.int("participants_count")?).map_err(corrupt)?,
     })
 }
 
@@ -156,13 +170,13 @@ pub(crate) fn message<R: StoredRow>(row: &R) -> Result<Message, StorageError> {
         updated: ts(row, "updated_at")?,
         edited: row.flag("edited")?,
         client_id: client_id(row, "client_id")?,
-        seq: row.int("seq")?.max(0) as u64,
+        seq: seq(row, "seq")?,
     })
 }
 
 pub(crate) fn event<R: StoredRow>(row: &R) -> Result<Event, StorageError> {
     let room_id = RoomId::from_uuid(row.uuid("room_id")?);
-    let seq = row.int("seq")?.max(0) as u64;
+    let seq = seq(row, "seq")?;
     let id = MessageId::from_uuid(row.uuid("message_id")?);
     let kind = match row.action()? {
         ACTION_NEW => EventKind::New(Message {

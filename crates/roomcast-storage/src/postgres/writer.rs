@@ -109,11 +109,6 @@ impl Writers {
         Ok(Self { shards, tasks })
     }
 
-    /// Queues a write with its room's writer and waits for its commit.
-    pub(crate) async fn submit(&self, op: WriteOp) -> Result<WriteOutcome, StorageError> {
-        self.queue(op).await?.await
-    }
-
     /// Queues a write with its room's writer: one queue per room, so the
     /// queue is the room's commit order.
     pub(crate) async fn queue(&self, op: WriteOp) -> Result<PendingWrite, StorageError> {
@@ -126,6 +121,18 @@ impl Writers {
         Ok(PendingWrite::new(async move {
             answer.await.map_err(|_| writer_gone())?
         }))
+    }
+}
+
+impl Writers {
+    /// Whether every writer task still takes writes (a task ends only if
+    /// it panicked, or after the store is dropped).
+    pub(crate) fn alive(&self) -> Result<(), StorageError> {
+        if self.shards.iter().any(|queue| queue.is_closed()) {
+            Err(writer_gone())
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -591,4 +598,24 @@ async fn apply(
         .take()
         .map(|doubt| doubt.outcomes)
         .ok_or_else(|| Failed::from(sqlx::Error::Protocol("batch outcomes lost".into())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Health reads this: a writer task that has ended (its queue's
+    /// receiver gone) is reported down, not left to fail every write.
+    #[test]
+    fn writers_with_an_ended_task_are_not_alive() {
+        let (first, _kept) = mpsc::channel(1);
+        let (second, ended) = mpsc::channel(1);
+        let writers = Writers {
+            shards: vec![first, second],
+            tasks: Vec::new(),
+        };
+        assert!(writers.alive().is_ok());
+        drop(ended);
+        assert!(matches!(writers.alive(), Err(StorageError::Unavailable(_))));
+    }
 }

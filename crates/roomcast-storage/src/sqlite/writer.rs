@@ -94,11 +94,6 @@ impl Writer {
             Ok(())
         }
     }
-
-    /// Queues a write and waits for its commit.
-    pub(crate) async fn submit(&self, op: WriteOp) -> Result<WriteOutcome, StorageError> {
-        self.queue(op).await?.await
-    }
 }
 
 fn writer_gone() -> StorageError {

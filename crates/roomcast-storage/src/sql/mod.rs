@@ -1,0 +1,194 @@
+//! The repository, written once for both SQL backends.
+//!
+//! [`SqlStore`] implements every repository trait with sqlx over a pool.
+//! What differs between SQLite and PostgreSQL is its [`Backend`]
+//! parameter: how the database is opened, how a unique violation names
+//! the rule it broke, how emails are compared, and the group-commit writer
+//! that takes message writes. The two writers stay apart on purpose: their
+//! difference is measured and documented in `sqlite/writer.rs` and
+//! `postgres/writer.rs`.
+//!
+//! The SQL is one text for both: sqlx binds `$1`, `$2`, ... by number on
+//! SQLite as on PostgreSQL, and the two schemas keep the same tables,
+//! columns and integer encodings (`migrations/`).
+//!
+//! Adding a query: write it once, in the module of its repository, with
+//! `$n` placeholders, reading its row through [`StoredRow`]. Each `impl`
+//! here states the same driver bounds (Rust does not carry a trait's
+//! `where` clauses to its users); a query that binds a type not listed
+//! there adds it to each.
+
+mod credentials;
+mod messages;
+mod rooms;
+mod users;
+
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+use roomcast_domain::{Room, Timestamp};
+use sqlx::error::{DatabaseError, ErrorKind};
+use sqlx::{Database, Encode, Executor, IntoArguments, Pool, Type};
+use uuid::Uuid;
+
+pub use crate::rows::StoredRow;
+use crate::rows::{self, ROOM_COLUMNS};
+use crate::write::{PendingWrite, WriteOp, WriteOutcome};
+use crate::{CommitPolicy, StorageError, Store};
+
+type Result<T> = std::result::Result<T, StorageError>;
+
+/// What one SQL backend brings to [`SqlStore`]: its sqlx driver, its
+/// spellings of the few rules the two SQL dialects write differently, and
+/// its message writer. A value of it is the backend's running part (the
+/// writer and any background task), which the store holds and drops.
+pub trait Backend: Debug + Send + Sync + Sized + 'static {
+    /// The sqlx driver; its rows are read through [`StoredRow`].
+    type Db: Database<Row: StoredRow, QueryResult: Done>;
+    /// The name for logs and [`Store::backend`] (`sqlite`, `postgres`).
+    const NAME: &'static str;
+    /// A condition true when `users.email` equals `$1` case-insensitively,
+    /// compared as the schema's unique rule on emails compares them, so
+    /// the lookup uses that rule's index.
+    const EMAIL_IS_PARAM_1: &'static str;
+    /// Opens the database a URL names (creating what the backend may
+    /// create), migrates it, and starts the writer.
+    fn open(
+        url: &str,
+        policy: CommitPolicy,
+    ) -> impl Future<Output = Result<(Pool<Self::Db>, Self)>> + Send;
+    /// Which uniqueness rule a unique violation broke: `username`,
+    /// `email`, `room`, or `unique` for any other.
+    fn unique_rule(error: &dyn DatabaseError) -> &'static str;
+    /// Queues a message write with the writer (see
+    /// [`crate::MessageRepository::queue_write`]).
+    fn queue(&self, op: WriteOp) -> impl Future<Output = Result<PendingWrite>> + Send;
+    /// Whether the writer still takes writes: reads may work while writes
+    /// cannot, and health must say so.
+    fn writer_alive(&self) -> Result<()>;
+}
+
+/// What a statement did, for each driver's result type (sqlx names the
+/// method alike on each, but in no trait).
+pub trait Done {
+    /// How many rows the statement inserted, changed or deleted.
+    fn rows_affected(&self) -> u64;
+}
+
+impl Done for sqlx::sqlite::SqliteQueryResult {
+    fn rows_affected(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+impl Done for sqlx::postgres::PgQueryResult {
+    fn rows_affected(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+/// A SQL backend's store: reads and rare writes (accounts, rooms,
+/// participants, tokens) through a small pool, message writes through the
+/// backend's writer.
+#[derive(Debug)]
+pub struct SqlStore<B: Backend> {
+    pool: Pool<B::Db>,
+    backend: B,
+}
+
+impl<B: Backend> SqlStore<B> {
+    /// Opens (creating where the backend can) and migrates the database
+    /// at `url`.
+    pub async fn open(url: &str) -> Result<Self> {
+        Self::open_with(url, CommitPolicy::default()).await
+    }
+
+    /// [`open`](Self::open) with another commit policy (benchmarks).
+    pub async fn open_with(url: &str, policy: CommitPolicy) -> Result<Self> {
+        let (pool, backend) = B::open(url, policy).await?;
+        Ok(Self { pool, backend })
+    }
+
+    /// Queues a message write and waits for its commit.
+    async fn write(&self, op: WriteOp) -> Result<WriteOutcome> {
+        self.backend.queue(op).await?.await
+    }
+}
+
+impl<B: Backend> SqlStore<B>
+where
+    for<'c> &'c mut <B::Db as Database>::Connection: Executor<'c, Database = B::Db>,
+    for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
+    for<'q> Uuid: Encode<'q, B::Db> + Type<B::Db>,
+    for<'q> i64: Encode<'q, B::Db> + Type<B::Db>,
+    for<'q> &'q str: Encode<'q, B::Db> + Type<B::Db>,
+    for<'q> Option<&'q str>: Encode<'q, B::Db> + Type<B::Db>,
+{
+    /// The rooms `clause` selects from `rooms r JOIN users h` (the host),
+    /// with `$1` bound to `bind`.
+    async fn rooms_where(&self, clause: &str, bind: Uuid) -> Result<Vec<Room>> {
+        let sql =
+            format!("SELECT {ROOM_COLUMNS} FROM rooms r JOIN users h ON h.id = r.host_id {clause}");
+        let rows = sqlx::query(&sql)
+            .bind(bind)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db::<B>)?;
+        rows.iter().map(rows::room).collect()
+    }
+
+    /// The room with id `id`, which must exist.
+    async fn room_by_id(&self, id: Uuid) -> Result<Room> {
+        self.rooms_where("WHERE r.id = $1", id)
+            .await?
+            .pop()
+            .ok_or(StorageError::NotFound)
+    }
+}
+
+/// Maps a database error to a storage error, by the error's kind (never
+/// its text): a unique violation is a conflict named after its rule, a
+/// missing referenced row is `NotFound`, anything else means the database
+/// failed us.
+fn db<B: Backend>(e: sqlx::Error) -> StorageError {
+    if let Some(d) = e.as_database_error() {
+        match d.kind() {
+            ErrorKind::UniqueViolation => return StorageError::Conflict(B::unique_rule(d)),
+            ErrorKind::ForeignKeyViolation => return StorageError::NotFound,
+            _ => {}
+        }
+    }
+    StorageError::unavailable(e)
+}
+
+/// Now, as the schemas store times: microseconds since the Unix epoch.
+fn now_micros() -> i64 {
+    Timestamp::now().unix_micros()
+}
+
+#[async_trait]
+impl<B: Backend> Store for SqlStore<B>
+where
+    for<'c> &'c mut <B::Db as Database>::Connection: Executor<'c, Database = B::Db>,
+    for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
+    for<'q> Uuid: Encode<'q, B::Db> + Type<B::Db>,
+    for<'q> i64: Encode<'q, B::Db> + Type<B::Db>,
+    for<'q> &'q str: Encode<'q, B::Db> + Type<B::Db>,
+    for<'q> Option<&'q str>: Encode<'q, B::Db> + Type<B::Db>,
+{
+    async fn health(&self) -> Result<()> {
+        // Reads may work while writes cannot: the writer is gone.
+        self.backend.writer_alive()?;
+        // One round trip on a pooled connection; bounded by the pool's
+        // acquire timeout when the database is down.
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db::<B>)?;
+        Ok(())
+    }
+
+    fn backend(&self) -> &'static str {
+        B::NAME
+    }
+}
