@@ -190,6 +190,8 @@ export class RoomConnection {
     if (body.trim() === "" || this.endReason) return null;
     const message: PendingMessage = { clientId: this.newClientId(), body, created: new Date(this.clock.now()).toISOString() };
     this.pending.push(message);
+    // The next keystroke starts a new "typing" (others cleared it on this message).
+    this.lastTypingSent = -Infinity;
     if (this.live) this.sendPending(message);
     this.changed();
     return message.clientId;

@@ -280,6 +280,10 @@ test("edit, delete and typing are frames on the live socket; unknown frames are 
   s.room.typing();
   s.room.typing();
   assert.deepEqual(sock.sent.map((f) => f.type), ["update", "delete", "typing"]);
+  // Sending a message ends that "typing": the next keystroke says it again.
+  s.room.send("done");
+  s.room.typing();
+  assert.deepEqual(sock.sent.map((f) => f.type), ["update", "delete", "typing", "text", "typing"]);
   sock.push({ type: "chat_event", action: "from_the_future", x: 1 });
   sock.push({ type: "something_else" });
   sock.push({ type: "chat_message", action: "update", id: "id-1", body: "hello", edited: true, updated: "t", seq: 2 });
