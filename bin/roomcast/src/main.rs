@@ -35,6 +35,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => {
             let server = Server::start(&args).await?;
             println!("Roomcast is listening on http://{}", server.addr());
+            println!("Open {} in a browser to chat.", server.browser_url());
             println!(
                 "WebSocket endpoint: ws://{}/ws/chat/{{host}}/{{room}}",
                 server.addr()

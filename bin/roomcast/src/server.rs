@@ -139,6 +139,11 @@ impl Server {
         self.addr
     }
 
+    /// The address a person opens in a browser to chat (the web client).
+    pub fn browser_url(&self) -> String {
+        format!("http://{}/", public_addr(self.addr))
+    }
+
     pub fn state(&self) -> &AppState {
         &self.state
     }

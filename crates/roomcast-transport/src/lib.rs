@@ -1,6 +1,8 @@
 //! Roomcast over the network: the WebSocket consumer of
 //! `/ws/chat/{host}/{slug}` and the HTTP endpoints, on axum.
 //!
+//! It also serves the embedded web client at `/` (`web.rs`).
+//!
 //! [`router`] builds the axum app from an [`AppState`] (storage, hub, keys,
 //! configuration); [`serve`] runs it on a listener until a shutdown future
 //! resolves, then closes every socket (1001, or a bare TCP close in
@@ -26,6 +28,7 @@ mod rate;
 mod replies;
 mod server;
 mod state;
+mod web;
 
 pub use auth::{AuthError, Claims, JwtKeys};
 pub use backfill::{encode_event, hub_builder};

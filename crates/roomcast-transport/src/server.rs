@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 
 use axum::extract::DefaultBodyLimit;
 
-use crate::{AppState, api, handshake, http};
+use crate::{AppState, api, handshake, http, web};
 
 /// Every route of the server.
 pub fn router(state: AppState) -> Router {
@@ -23,7 +23,9 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(http::readyz))
         .route("/metrics", get(http::metrics))
         .merge(api::routes())
-        .fallback(http::not_found)
+        // The web app for every other path (unknown /api and /ws paths
+        // stay JSON 404s).
+        .fallback(web::fallback)
         .method_not_allowed_fallback(http::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn(http::track))
