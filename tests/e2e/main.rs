@@ -14,3 +14,4 @@ mod multinode;
 mod outage;
 mod resume;
 mod rooms;
+mod web;

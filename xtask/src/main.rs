@@ -2,7 +2,10 @@
 //! developers run lives here, in Rust, instead of shell scripts.
 //!
 //! - `cargo xtask ci`: format check, clippy with warnings denied, all tests,
-//!   then the end-to-end tests again on PostgreSQL.
+//!   then the end-to-end tests again on PostgreSQL; and the web side (see
+//!   `web.rs`): the TypeScript library's unit tests, the check that the
+//!   committed web build is what its sources build, and the browser tests.
+//! - `cargo xtask web`: only the web side.
 //!   This is what `.ci/run` and the README's test command call.
 //! - `cargo xtask bench ...`: benchmarks (never timed tests); see `bench/`.
 //! - `cargo xtask audit --fixture FILE`: checks a server's stored event log
@@ -13,16 +16,18 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context, bail};
 
 mod bench;
+mod web;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
+        Some("web") => web::check(),
         Some("bench") => bench::run(&args[1..]),
         Some("audit") => bench::audit_command(&args[1..]),
         Some("trivial-server") => bench::trivial_server(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <ci | bench ... | audit ...>");
+            eprintln!("usage: cargo xtask <ci | web | bench ... | audit ...>");
             return ExitCode::from(2);
         }
     };
@@ -38,6 +43,8 @@ fn main() -> ExitCode {
 /// The checks a change must pass to land.
 fn ci() -> anyhow::Result<()> {
     cargo(&["fmt", "--all", "--", "--check"])?;
+    // Quick and independent of the Rust build: fail early.
+    web::unit_and_stale()?;
     cargo(&[
         "clippy",
         "--workspace",
@@ -53,6 +60,7 @@ fn ci() -> anyhow::Result<()> {
         &["test", "--package", "roomcast-tests", "--test", "e2e"],
         &[("ROOMCAST_TEST_DATABASE", "postgres")],
     )?;
+    web::browser()?;
     Ok(())
 }
 
