@@ -598,3 +598,43 @@ async fn operations_endpoints_report_health_metrics_and_the_api() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_api_docs_page_is_served_from_the_binary() {
+    let app = spawn_app().await;
+    let client = reqwest::Client::new();
+    let base = format!("http://{}", app.addr);
+    let page = client
+        .get(format!("{base}/api/docs"))
+        .send()
+        .await
+        .expect("docs");
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .is_ok_and(|t| t.starts_with("text/html"))
+    );
+    let html = page.text().await.expect("html");
+    // Every script and style sheet comes from this server.
+    for asset in ["swagger-ui-bundle.js", "swagger-ui.css", "init.js"] {
+        assert!(html.contains(&format!("/api/docs/{asset}")), "{asset}");
+        let response = client
+            .get(format!("{base}/api/docs/{asset}"))
+            .send()
+            .await
+            .expect("asset");
+        assert_eq!(response.status(), 200, "{asset}");
+        assert!(!response.text().await.expect("text").is_empty(), "{asset}");
+    }
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "{html}"
+    );
+    let missing = client
+        .get(format!("{base}/api/docs/nothing.js"))
+        .send()
+        .await
+        .expect("missing asset");
+    assert_eq!(missing.status(), 404);
+}

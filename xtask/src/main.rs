@@ -54,6 +54,7 @@ fn ci() -> anyhow::Result<()> {
         "warnings",
     ])?;
     cargo(&["test", "--workspace", "--all-targets"])?;
+    validate_openapi()?;
     // The end-to-end binary again with every server on PostgreSQL (the
     // machine's server at 127.0.0.1:5432, a fresh database per app).
     cargo_with(
@@ -61,6 +62,40 @@ fn ci() -> anyhow::Result<()> {
         &[("ROOMCAST_TEST_DATABASE", "postgres")],
     )?;
     web::browser()?;
+    Ok(())
+}
+
+/// Validates the server's OpenAPI document with `openapi-spec-validator`
+/// (PyPI), a validator that is not ours. `.ci/run` installs it in a
+/// virtual environment and puts it on `PATH`; elsewhere
+/// `pip install openapi-spec-validator` does.
+fn validate_openapi() -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("$ cargo run --quiet --package roomcast -- openapi");
+    let output = Command::new(&cargo)
+        .args(["run", "--quiet", "--package", "roomcast", "--", "openapi"])
+        .output()
+        .context("running roomcast openapi")?;
+    if !output.status.success() {
+        bail!(
+            "roomcast openapi failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let dir = tempfile::tempdir().context("creating a temporary directory")?;
+    let path = dir.path().join("openapi.json");
+    std::fs::write(&path, &output.stdout).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("$ openapi-spec-validator {}", path.display());
+    let status = Command::new("openapi-spec-validator")
+        .arg(&path)
+        .status()
+        .context(
+            "running openapi-spec-validator (install it: pip install openapi-spec-validator; .ci/run does)",
+        )?;
+    if !status.success() {
+        bail!("the OpenAPI document is not valid ({status})");
+    }
     Ok(())
 }
 

@@ -32,6 +32,9 @@ pub enum Command {
     Fixture(FixtureArgs),
     /// Create or upgrade the database schema, then exit.
     Migrate(MigrateArgs),
+    /// Print the HTTP API's OpenAPI document (as served at
+    /// /api/openapi.json), then exit.
+    Openapi,
 }
 
 /// Where the database is: all `migrate` needs.

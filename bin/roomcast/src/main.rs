@@ -58,6 +58,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{json}");
             Ok(())
         }
+        Command::Openapi => {
+            let doc = roomcast_transport::openapi()
+                .to_pretty_json()
+                .context("encoding the OpenAPI document")?;
+            println!("{doc}");
+            Ok(())
+        }
         Command::Migrate(args) => {
             let storage = open_storage_at(&args.data_dir, &args.database_url()).await?;
             tracing::info!(backend = storage.backend(), "database is migrated");

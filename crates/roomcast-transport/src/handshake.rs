@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use crate::auth::token_from;
 use crate::consumer::{self, Session};
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, ErrorBody};
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct WsQuery {
@@ -215,12 +215,19 @@ fn refusal_reason(refusal: &ApiError) -> &'static str {
     }
 }
 
-/// The WebSocket endpoint, for the OpenAPI document (the frames are in
-/// PROTOCOL.md).
-#[utoipa::path(get, path = "/ws/chat/{host}/{slug}", tag = "websocket",
-    params(("host" = String, Path), ("slug" = String, Path), ("since" = Option<u64>, Query, description = "resume after this seq")),
-    responses((status = 101, description = "Upgraded to WebSocket"), (status = 401, body = crate::api::dto::ErrorBody),
-        (status = 403, body = crate::api::dto::ErrorBody), (status = 404, body = crate::api::dto::ErrorBody),
-        (status = 503, body = crate::api::dto::ErrorBody)))]
+/// Open the room's WebSocket: the chat consumer.
+///
+/// Authenticate with the `JWT` cookie or a bearer token; browsers must
+/// send an allowed `Origin`. The frames are in docs/protocol.md. (This
+/// function only carries the OpenAPI description: `ws_chat` serves it.)
+#[utoipa::path(get, path = "/ws/chat/{host}/{slug}", tag = "websocket", operation_id = "roomSocket",
+    params(("host" = String, Path, description = "The host's username"), ("slug" = String, Path, description = "The room's slug"),
+        ("since" = Option<u64>, Query, description = "Resume: replay the events after this seq, then `synced`")),
+    responses((status = 101, description = "Upgraded to WebSocket; the frames are in docs/protocol.md"),
+        (status = 400, body = ErrorBody, description = "Not a WebSocket request, or an invalid `since`"),
+        (status = 401, body = ErrorBody, description = "Missing, invalid or expired token"),
+        (status = 403, body = ErrorBody, description = "Origin not allowed, or not a participant"),
+        (status = 404, body = ErrorBody, description = "No such room"),
+        (status = 503, body = ErrorBody, description = "At the connection limit, or storage down")))]
 #[allow(dead_code)]
 pub(crate) async fn ws_chat_doc() {}

@@ -6,17 +6,19 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::AppState;
+use crate::{AppState, ErrorBody};
 
-/// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Alive")))]
+/// Liveness: the process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations", operation_id = "healthz", security(()),
+    responses((status = 200, description = "Alive", body = Object, example = json!({"status": "ok"}))))]
 pub(crate) async fn healthz() -> Response {
     Json(json!({ "status": "ok" })).into_response()
 }
 
-/// Storage and the channel layer answer: this node can serve.
-#[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, description = "Ready"), (status = 503, description = "Storage or channel layer down", body = crate::api::dto::ErrorBody)))]
+/// Readiness: storage and the channel layer answer, so this node can serve.
+#[utoipa::path(get, path = "/readyz", tag = "operations", operation_id = "readyz", security(()),
+    responses((status = 200, description = "Ready", body = Object, example = json!({"status": "ready"})),
+        (status = 503, body = ErrorBody, description = "Storage or channel layer down")))]
 pub(crate) async fn readyz(State(app): State<AppState>) -> Response {
     let storage = app.storage().health().await;
     let layer = app.hub().layer().health().await;
@@ -36,8 +38,9 @@ pub(crate) async fn readyz(State(app): State<AppState>) -> Response {
     }
 }
 
-/// Prometheus text format.
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text", content_type = "text/plain")))]
+/// Metrics in the Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations", operation_id = "metrics", security(()),
+    responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain")))]
 pub(crate) async fn metrics(State(app): State<AppState>) -> Response {
     let text = app.metrics_handle().map(|h| h.render()).unwrap_or_default();
     let gauges = format!(

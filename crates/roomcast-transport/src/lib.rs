@@ -26,6 +26,7 @@ mod metrics;
 mod password;
 mod rate;
 mod replies;
+mod routes;
 mod server;
 mod state;
 mod web;
@@ -35,4 +36,9 @@ pub use backfill::{encode_event, hub_builder};
 pub use config::{AllowedOrigins, ShutdownMode, TransportConfig};
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use server::{router, serve};
+
+/// The OpenAPI document of the HTTP API, as `/api/openapi.json` serves it.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api::openapi::spec()
+}
 pub use state::AppState;

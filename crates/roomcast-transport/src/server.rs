@@ -10,12 +10,12 @@ use tokio::net::TcpListener;
 
 use axum::extract::DefaultBodyLimit;
 
+use crate::routes::Routes;
 use crate::{AppState, api, handshake, http, web};
 
-/// Every route of the server.
-pub fn router(state: AppState) -> Router {
-    let body_limit = state.config().max_body_bytes;
-    Router::new()
+/// Every route of the server, with its path listed (see `routes.rs`).
+pub(crate) fn routes() -> Routes {
+    Routes::new()
         .route("/ws/chat/{host}/{slug}", get(handshake::ws_chat))
         // Django routes usually end in a slash; accept the seed's URL either way.
         .route("/ws/chat/{host}/{slug}/", get(handshake::ws_chat))
@@ -23,6 +23,13 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(http::readyz))
         .route("/metrics", get(http::metrics))
         .merge(api::routes())
+}
+
+/// The axum app: every route, the fallbacks and the layers.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config().max_body_bytes;
+    routes()
+        .into_router()
         // The web app for every other path (unknown /api and /ws paths
         // stay JSON 404s).
         .fallback(web::fallback)
@@ -77,4 +84,95 @@ pub async fn serve(
     }
     state.hub().close().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use axum::body::Body;
+    use axum::http::{Method, Request, StatusCode};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn test_state() -> AppState {
+        let storage = roomcast_storage::connect("sqlite::memory:")
+            .await
+            .expect("in-memory storage");
+        let hub =
+            crate::hub_builder(&storage, roomcast_broadcast::HubConfig::default()).standalone();
+        AppState::new(
+            storage,
+            hub,
+            crate::JwtKeys::new(b"route-coverage-test-secret"),
+            crate::TransportConfig::default(),
+        )
+    }
+
+    /// `{host}` becomes `host`: a concrete path the route matches.
+    fn concrete(path: &str) -> String {
+        path.replace(['{', '}'], "")
+    }
+
+    /// The document's operations as `METHOD /path` (a trailing slash, an
+    /// alias the router accepts for seed URLs, is the same operation).
+    fn documented() -> BTreeSet<String> {
+        let doc = serde_json::to_value(crate::api::openapi::spec()).expect("serializes");
+        let mut all = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for method in item.as_object().expect("path item").keys() {
+                all.insert(format!("{} {path}", method.to_uppercase()));
+            }
+        }
+        all
+    }
+
+    /// Each method a path answers with something other than 405 is served
+    /// there; axum cannot list a router's methods, so ask it.
+    #[tokio::test]
+    async fn every_route_of_the_router_is_documented() {
+        let state = test_state().await;
+        let app = router(state);
+        let documented = documented();
+        let mut served = BTreeSet::new();
+        let mut missing = Vec::new();
+        for path in routes().paths() {
+            let path = path.trim_end_matches('/');
+            for method in [
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ] {
+                let request = Request::builder()
+                    .method(method.clone())
+                    .uri(concrete(path))
+                    .body(Body::empty())
+                    .expect("request");
+                let response = app.clone().oneshot(request).await.expect("infallible");
+                if response.status() == StatusCode::METHOD_NOT_ALLOWED {
+                    continue;
+                }
+                let operation = format!("{method} {path}");
+                if !documented.contains(&operation) {
+                    missing.push(operation.clone());
+                }
+                served.insert(operation);
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "routes served but missing from the OpenAPI document: {missing:?}.\n\
+             For each: give the handler a doc comment and #[utoipa::path(METHOD, path = \"...\", \
+             operation_id = \"...\", responses(...))] (add security(()) if it needs no login), \
+             and list it in paths(...) in crates/roomcast-transport/src/api/openapi.rs."
+        );
+        let stale: Vec<&String> = documented.difference(&served).collect();
+        assert!(
+            stale.is_empty(),
+            "operations in the OpenAPI document that the router does not serve: {stale:?}"
+        );
+    }
 }

@@ -22,8 +22,15 @@ use crate::{ApiError, AppState, password};
 const MIN_PASSWORD_CHARS: usize = 8;
 const MAX_PASSWORD_BYTES: usize = 1024;
 
-#[utoipa::path(post, path = "/api/auth/register", tag = "accounts", request_body = RegisterRequest,
-    responses((status = 201, body = AuthResponse), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+/// Sign up: creates the account and logs it in.
+///
+/// Sets the `JWT` cookie (HttpOnly, SameSite=Lax) and returns the access and
+/// refresh tokens.
+#[utoipa::path(post, path = "/api/auth/register", tag = "accounts", operation_id = "register",
+    security(()), request_body = RegisterRequest,
+    responses((status = 201, body = AuthResponse, description = "Account created and logged in"),
+        (status = 400, body = ErrorBody, description = "Invalid username, email or password"),
+        (status = 409, body = ErrorBody, description = "Username or email already taken")))]
 pub(crate) async fn register(
     State(app): State<AppState>,
     JsonBody(req): JsonBody<RegisterRequest>,
@@ -56,8 +63,14 @@ pub(crate) async fn register(
     issue_session(&app, &user, StatusCode::CREATED).await
 }
 
-#[utoipa::path(post, path = "/api/auth/login", tag = "accounts", request_body = LoginRequest,
-    responses((status = 200, body = AuthResponse), (status = 401, body = ErrorBody)))]
+/// Log in with a username or email and a password.
+///
+/// Sets the `JWT` cookie and returns the access and refresh tokens.
+#[utoipa::path(post, path = "/api/auth/login", tag = "accounts", operation_id = "login",
+    security(()), request_body = LoginRequest,
+    responses((status = 200, body = AuthResponse, description = "Logged in"),
+        (status = 400, body = ErrorBody, description = "Neither username nor email given"),
+        (status = 401, body = ErrorBody, description = "Invalid credentials")))]
 pub(crate) async fn login(
     State(app): State<AppState>,
     JsonBody(req): JsonBody<LoginRequest>,
@@ -79,8 +92,14 @@ pub(crate) async fn login(
     }
 }
 
-#[utoipa::path(post, path = "/api/auth/refresh", tag = "accounts", request_body = RefreshRequest,
-    responses((status = 200, body = TokenPair), (status = 401, body = ErrorBody)))]
+/// Trade a refresh token for a new access token and a new refresh token.
+///
+/// The refresh token rotates: the old one is refused from now on, and
+/// presenting it again revokes the whole session.
+#[utoipa::path(post, path = "/api/auth/refresh", tag = "accounts", operation_id = "refreshTokens",
+    security(()), request_body = RefreshRequest,
+    responses((status = 200, body = TokenPair, description = "New tokens; the cookie is set too"),
+        (status = 401, body = ErrorBody, description = "Invalid, expired or reused refresh token")))]
 pub(crate) async fn refresh(
     State(app): State<AppState>,
     JsonBody(req): JsonBody<RefreshRequest>,
@@ -117,7 +136,12 @@ pub(crate) async fn refresh(
     }
 }
 
-#[utoipa::path(post, path = "/api/auth/logout", tag = "accounts", request_body(content = LogoutRequest, description = "optional"),
+/// Log out: clears the cookie and revokes the session.
+///
+/// Revokes the session of the presented access token (even an expired one)
+/// and, if given, the refresh token in the body.
+#[utoipa::path(post, path = "/api/auth/logout", tag = "accounts", operation_id = "logout",
+    security(()), request_body(content = Option<LogoutRequest>, description = "Optional: the refresh token to revoke"),
     responses((status = 204, description = "Logged out; cookie cleared")))]
 pub(crate) async fn logout(
     State(app): State<AppState>,
@@ -148,8 +172,9 @@ pub(crate) async fn logout(
     Ok((StatusCode::NO_CONTENT, [(SET_COOKIE, clear)]).into_response())
 }
 
-#[utoipa::path(get, path = "/api/me", tag = "accounts",
-    responses((status = 200, body = UserDto), (status = 401, body = ErrorBody)))]
+/// The authenticated user.
+#[utoipa::path(get, path = "/api/me", tag = "accounts", operation_id = "getMe",
+    responses((status = 200, body = UserDto, description = "The caller")))]
 pub(crate) async fn me(caller: CurrentUser) -> Json<UserDto> {
     Json(UserDto::from(&caller.user))
 }

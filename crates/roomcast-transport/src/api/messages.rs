@@ -17,16 +17,24 @@ const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 100;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct HistoryQuery {
     /// A message id: only messages created before it.
     before: Option<String>,
     /// Page size, at most 100 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     limit: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/rooms/{host}/{slug}/messages", tag = "messages",
-    params(("host" = String, Path), ("slug" = String, Path), HistoryQuery),
-    responses((status = 200, body = HistoryDto), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+/// A page of the room's messages, oldest first, and the room's last seq.
+///
+/// Page back with `before` set to the oldest message id of the last page.
+#[utoipa::path(get, path = "/api/rooms/{host}/{slug}/messages", tag = "messages", operation_id = "listMessages",
+    params(("host" = String, Path, description = "The host's username"), ("slug" = String, Path, description = "The room's slug"), HistoryQuery),
+    responses((status = 200, body = HistoryDto, description = "A page of messages"),
+        (status = 400, body = ErrorBody, description = "Invalid `before` or `limit`"),
+        (status = 403, body = ErrorBody, description = "Not a participant"),
+        (status = 404, body = ErrorBody, description = "No such room, or no such `before` message")))]
 pub(crate) async fn history(
     State(app): State<AppState>,
     caller: CurrentUser,
@@ -66,12 +74,15 @@ pub(crate) async fn history(
     }))
 }
 
-#[utoipa::path(post, path = "/api/rooms/{host}/{slug}/messages", tag = "messages",
-    params(("host" = String, Path), ("slug" = String, Path)),
+/// Post a message as the caller: stored and broadcast like a `text` frame.
+#[utoipa::path(post, path = "/api/rooms/{host}/{slug}/messages", tag = "messages", operation_id = "postMessage",
+    params(("host" = String, Path, description = "The host's username"), ("slug" = String, Path, description = "The room's slug")),
     request_body = PostMessageRequest,
     responses((status = 201, body = MessageDto, description = "Stored and broadcast"),
         (status = 200, body = MessageDto, description = "This clientId was used before: the original message"),
-        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+        (status = 400, body = ErrorBody, description = "Empty or too long body (`empty`, `too_long`), or an invalid clientId"),
+        (status = 403, body = ErrorBody, description = "Not a participant"),
+        (status = 404, body = ErrorBody, description = "No such room")))]
 pub(crate) async fn post(
     State(app): State<AppState>,
     caller: CurrentUser,

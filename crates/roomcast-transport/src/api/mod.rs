@@ -1,19 +1,19 @@
 //! The HTTP API of PROTOCOL.md section 6, under `/api`.
 
 mod accounts;
+mod docs;
 pub(crate) mod dto;
 mod extract;
 mod messages;
 pub(crate) mod openapi;
 mod rooms;
 
-use axum::Router;
 use axum::routing::{get, post, put};
 
-use crate::AppState;
+use crate::routes::Routes;
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
+pub(crate) fn routes() -> Routes {
+    Routes::new()
         .route("/api/auth/register", post(accounts::register))
         .route("/api/auth/login", post(accounts::login))
         .route("/api/auth/refresh", post(accounts::refresh))
@@ -32,4 +32,6 @@ pub(crate) fn routes() -> Router<AppState> {
             get(messages::history).post(messages::post),
         )
         .route("/api/openapi.json", get(openapi::document))
+        .route("/api/docs", get(docs::page))
+        .route("/api/docs/{file}", get(docs::asset))
 }

@@ -14,8 +14,12 @@ use crate::{ApiError, AppState};
 const MAX_ROOM_NAME_CHARS: usize = 200;
 const MAX_DESCRIPTION_CHARS: usize = 2000;
 
-#[utoipa::path(post, path = "/api/rooms", tag = "rooms", request_body = CreateRoomRequest,
-    responses((status = 201, body = RoomDto), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+/// Create a room hosted by the caller, its first participant.
+#[utoipa::path(post, path = "/api/rooms", tag = "rooms", operation_id = "createRoom",
+    request_body = CreateRoomRequest,
+    responses((status = 201, body = RoomDto, description = "Created"),
+        (status = 400, body = ErrorBody, description = "Invalid name or slug"),
+        (status = 409, body = ErrorBody, description = "The caller already hosts a room with that slug")))]
 pub(crate) async fn create(
     State(app): State<AppState>,
     caller: CurrentUser,
@@ -61,7 +65,9 @@ pub(crate) async fn create(
     Ok((StatusCode::CREATED, Json(RoomDto::from(&room))).into_response())
 }
 
-#[utoipa::path(get, path = "/api/rooms", tag = "rooms", responses((status = 200, body = [RoomDto])))]
+/// The rooms the caller participates in.
+#[utoipa::path(get, path = "/api/rooms", tag = "rooms", operation_id = "listRooms",
+    responses((status = 200, body = [RoomDto], description = "The caller's rooms")))]
 pub(crate) async fn list(
     State(app): State<AppState>,
     caller: CurrentUser,
@@ -70,9 +76,11 @@ pub(crate) async fn list(
     Ok(Json(rooms.iter().map(RoomDto::from).collect()))
 }
 
-#[utoipa::path(get, path = "/api/rooms/{host}/{slug}", tag = "rooms",
-    params(("host" = String, Path), ("slug" = String, Path)),
-    responses((status = 200, body = RoomDetailDto), (status = 404, body = ErrorBody)))]
+/// A room, with its participants and the last seq of its event log.
+#[utoipa::path(get, path = "/api/rooms/{host}/{slug}", tag = "rooms", operation_id = "getRoom",
+    params(("host" = String, Path, description = "The host's username"), ("slug" = String, Path, description = "The room's slug")),
+    responses((status = 200, body = RoomDetailDto, description = "The room"),
+        (status = 404, body = ErrorBody, description = "No such room")))]
 pub(crate) async fn get_one(
     State(app): State<AppState>,
     _caller: CurrentUser,
@@ -82,9 +90,12 @@ pub(crate) async fn get_one(
     Ok(Json(detail(&app, &room).await?))
 }
 
-#[utoipa::path(post, path = "/api/rooms/{host}/{slug}/join", tag = "rooms",
-    params(("host" = String, Path), ("slug" = String, Path)),
-    responses((status = 200, body = RoomDetailDto), (status = 404, body = ErrorBody)))]
+/// Join a room as a participant.
+#[utoipa::path(post, path = "/api/rooms/{host}/{slug}/join", tag = "rooms", operation_id = "joinRoom",
+    params(("host" = String, Path, description = "The host's username"), ("slug" = String, Path, description = "The room's slug")),
+    responses((status = 200, body = RoomDetailDto, description = "Joined (or already a participant)"),
+        (status = 403, body = ErrorBody, description = "The room does not let the caller join"),
+        (status = 404, body = ErrorBody, description = "No such room")))]
 pub(crate) async fn join(
     State(app): State<AppState>,
     caller: CurrentUser,
@@ -98,9 +109,11 @@ pub(crate) async fn join(
     Ok(Json(detail(&app, &room).await?))
 }
 
-#[utoipa::path(post, path = "/api/rooms/{host}/{slug}/leave", tag = "rooms",
-    params(("host" = String, Path), ("slug" = String, Path)),
-    responses((status = 204, description = "Left; the caller's sockets in the room are closed (1008)"), (status = 404, body = ErrorBody)))]
+/// Leave a room; the caller's sockets in it are closed (1008).
+#[utoipa::path(post, path = "/api/rooms/{host}/{slug}/leave", tag = "rooms", operation_id = "leaveRoom",
+    params(("host" = String, Path, description = "The host's username"), ("slug" = String, Path, description = "The room's slug")),
+    responses((status = 204, description = "Left; the caller's sockets in the room are closed (1008)"),
+        (status = 404, body = ErrorBody, description = "No such room")))]
 pub(crate) async fn leave(
     State(app): State<AppState>,
     caller: CurrentUser,
@@ -114,9 +127,12 @@ pub(crate) async fn leave(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(put, path = "/api/rooms/{host}/{slug}/participants/{username}", tag = "rooms",
-    params(("host" = String, Path), ("slug" = String, Path), ("username" = String, Path)),
-    responses((status = 200, body = RoomDetailDto), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+/// Add a participant (host only).
+#[utoipa::path(put, path = "/api/rooms/{host}/{slug}/participants/{username}", tag = "rooms", operation_id = "addParticipant",
+    params(("host" = String, Path, description = "The host's username"), ("slug" = String, Path, description = "The room's slug"), ("username" = String, Path, description = "Who to add")),
+    responses((status = 200, body = RoomDetailDto, description = "Added (or already a participant)"),
+        (status = 403, body = ErrorBody, description = "The caller is not the host"),
+        (status = 404, body = ErrorBody, description = "No such room or user")))]
 pub(crate) async fn add_participant(
     State(app): State<AppState>,
     caller: CurrentUser,
@@ -129,9 +145,12 @@ pub(crate) async fn add_participant(
     Ok(Json(detail(&app, &room).await?))
 }
 
-#[utoipa::path(delete, path = "/api/rooms/{host}/{slug}/participants/{username}", tag = "rooms",
-    params(("host" = String, Path), ("slug" = String, Path), ("username" = String, Path)),
-    responses((status = 204, description = "Removed; their sockets in the room are closed (1008)"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+/// Remove a participant (host only); their sockets in the room are closed (1008).
+#[utoipa::path(delete, path = "/api/rooms/{host}/{slug}/participants/{username}", tag = "rooms", operation_id = "removeParticipant",
+    params(("host" = String, Path, description = "The host's username"), ("slug" = String, Path, description = "The room's slug"), ("username" = String, Path, description = "Who to remove")),
+    responses((status = 204, description = "Removed; their sockets in the room are closed (1008)"),
+        (status = 403, body = ErrorBody, description = "The caller is not the host"),
+        (status = 404, body = ErrorBody, description = "No such room or user")))]
 pub(crate) async fn remove_participant(
     State(app): State<AppState>,
     caller: CurrentUser,
