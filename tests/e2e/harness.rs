@@ -229,6 +229,18 @@ pub struct Refusal {
 
 pub struct Ws {
     inner: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// Show `presence`/`join`/`leave` frames (off by default: most tests
+    /// are about stored events, and these come and go with other sockets).
+    presence: bool,
+}
+
+/// A presence frame (PROTOCOL.md section 3), which most tests skip.
+fn is_presence(frame: &Value) -> bool {
+    frame["type"] == "chat_event"
+        && matches!(
+            frame["action"].as_str(),
+            Some("presence" | "join" | "leave")
+        )
 }
 
 impl Ws {
@@ -243,7 +255,10 @@ impl Ws {
         }
         match tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(request)).await {
             Err(_) => panic!("handshake timed out"),
-            Ok(Ok((inner, _))) => Ok(Ws { inner }),
+            Ok(Ok((inner, _))) => Ok(Ws {
+                inner,
+                presence: false,
+            }),
             Ok(Err(WsError::Http(response))) => {
                 let status = response.status().as_u16();
                 let body = response
@@ -276,7 +291,22 @@ impl Ws {
         let (inner, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream))
             .await
             .expect("handshake");
-        Ws { inner }
+        Ws {
+            inner,
+            presence: false,
+        }
+    }
+
+    /// From now on, presence frames are returned like any other.
+    pub fn with_presence(mut self) -> Self {
+        self.presence = true;
+        self
+    }
+
+    /// The frame, unless it is one this socket skips.
+    fn keep(&self, text: &str) -> Option<Value> {
+        let frame: Value = serde_json::from_str(text).expect("server frames are JSON");
+        (self.presence || !is_presence(&frame)).then_some(frame)
     }
 
     pub async fn send_json(&mut self, value: Value) {
@@ -300,7 +330,9 @@ impl Ws {
                 Ok(None) => panic!("socket ended"),
                 Ok(Some(Err(e))) => panic!("socket failed: {e}"),
                 Ok(Some(Ok(Message::Text(t)))) => {
-                    return serde_json::from_str(t.as_str()).expect("server frames are JSON");
+                    if let Some(frame) = self.keep(t.as_str()) {
+                        return frame;
+                    }
                 }
                 Ok(Some(Ok(Message::Close(c)))) => panic!("socket closed: {c:?}"),
                 Ok(Some(Ok(_))) => continue,
@@ -316,7 +348,9 @@ impl Ws {
                 Ok(None) | Ok(Some(Err(_))) => return Err(None),
                 Ok(Some(Ok(Message::Close(frame)))) => return Err(frame.map(|f| u16::from(f.code))),
                 Ok(Some(Ok(Message::Text(t)))) => {
-                    return Ok(serde_json::from_str(t.as_str()).expect("server frames are JSON"));
+                    if let Some(frame) = self.keep(t.as_str()) {
+                        return Ok(frame);
+                    }
                 }
                 Ok(Some(Ok(_))) => continue,
             }
@@ -333,7 +367,9 @@ impl Ws {
                 Ok(None) => panic!("socket ended"),
                 Ok(Some(Err(e))) => panic!("socket failed: {e}"),
                 Ok(Some(Ok(Message::Text(t)))) => {
-                    return Some(serde_json::from_str(t.as_str()).expect("server frames are JSON"));
+                    if let Some(frame) = self.keep(t.as_str()) {
+                        return Some(frame);
+                    }
                 }
                 Ok(Some(Ok(Message::Close(c)))) => panic!("socket closed: {c:?}"),
                 Ok(Some(Ok(_))) => continue,
@@ -379,8 +415,8 @@ impl Ws {
 
     /// Asserts no frame arrives for a little while.
     pub async fn quiet_for(&mut self, wait: Duration) {
-        if let Ok(Some(m)) = tokio::time::timeout(wait, self.inner.next()).await {
-            panic!("expected silence, got {m:?}");
+        if let Some(frame) = self.try_next_json(wait).await {
+            panic!("expected silence, got {frame}");
         }
     }
 }

@@ -12,6 +12,7 @@ mod http_api;
 mod lifecycle;
 mod multinode;
 mod outage;
+mod presence;
 mod resume;
 mod rooms;
 mod web;

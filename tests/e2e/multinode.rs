@@ -17,16 +17,16 @@ use serde_json::{Value, json};
 
 use crate::harness::{TestApp, Ws, spawn_node};
 
-fn shared_redis_url() -> String {
+pub(crate) fn shared_redis_url() -> String {
     std::env::var("ROOMCAST_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
-fn unique_prefix() -> String {
+pub(crate) fn unique_prefix() -> String {
     format!("roomcast-e2e:{}:", uuid::Uuid::new_v4().simple())
 }
 
 /// `count` nodes on one data directory and one Redis.
-async fn fleet(dir: &Path, count: usize, redis_url: &str, prefix: &str) -> Vec<TestApp> {
+pub(crate) async fn fleet(dir: &Path, count: usize, redis_url: &str, prefix: &str) -> Vec<TestApp> {
     let mut nodes = Vec::new();
     for _ in 0..count {
         nodes.push(
@@ -40,7 +40,7 @@ async fn fleet(dir: &Path, count: usize, redis_url: &str, prefix: &str) -> Vec<T
     nodes
 }
 
-async fn room_id(node: &TestApp, room: &FixtureRoom) -> RoomId {
+pub(crate) async fn room_id(node: &TestApp, room: &FixtureRoom) -> RoomId {
     let host = Username::parse(room.host.clone()).expect("host");
     let slug = RoomSlug::parse(room.slug.clone()).expect("slug");
     node.server()

@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use roomcast_domain::{RoomId, UserId};
+use roomcast_domain::{RoomId, UserId, Username};
 use tokio::sync::{Mutex, mpsc};
 
+use crate::presence::{PresenceChange, PresenceNotice};
 use crate::{ChannelLayer, Envelope, Inbox};
 
 /// Makes nodes that share one bus (one Redis, one in-memory bus).
@@ -31,6 +32,7 @@ macro_rules! layer_conformance_tests {
             order_is_kept_per_publisher,
             unsubscribed_nodes_receive_nothing,
             every_kind_of_envelope_arrives_intact,
+            room_state_is_shared_per_node_and_expires,
             health_is_reported,
         );
     };
@@ -168,7 +170,18 @@ pub async fn every_kind_of_envelope_arrives_intact(factory: &impl LayerFactory) 
         event(u64::MAX, "{\"type\":\"chat_message\",\"body\":\"é 😀\"}"),
         Envelope::Ephemeral {
             frame: Bytes::from_static(b"{\"type\":\"chat_event\"}"),
+            from: None,
         },
+        Envelope::Ephemeral {
+            frame: Bytes::from_static(b"{\"action\":\"typing\"}"),
+            from: Some(user),
+        },
+        Envelope::Presence(PresenceNotice {
+            node: uuid::Uuid::new_v4(),
+            change: PresenceChange::Snapshot {
+                users: vec![(user, Username::parse("alice").expect("name"))],
+            },
+        }),
         Envelope::Evict { user },
         event(7, ""),
     ];
@@ -178,6 +191,38 @@ pub async fn every_kind_of_envelope_arrives_intact(factory: &impl LayerFactory) 
     for env in sent {
         assert_eq!(b_in.next().await, (room, env));
     }
+}
+
+pub async fn room_state_is_shared_per_node_and_expires(factory: &impl LayerFactory) {
+    let (room, other) = (RoomId::new(), RoomId::new());
+    let (a, _a_in) = node(factory).await;
+    let (b, _b_in) = node(factory).await;
+    let long = Duration::from_secs(60);
+    assert!(a.states(room).await.expect("states").is_empty());
+    a.put_state(room, Bytes::from_static(b"a1"), long)
+        .await
+        .expect("put");
+    a.put_state(room, Bytes::from_static(b"a2"), long)
+        .await
+        .expect("put replaces");
+    b.put_state(room, Bytes::from_static(b"b"), Duration::from_millis(300))
+        .await
+        .expect("put");
+    let mut seen = b.states(room).await.expect("states");
+    seen.sort();
+    assert_eq!(seen, [Bytes::from_static(b"a2"), Bytes::from_static(b"b")]);
+    assert!(
+        a.states(other).await.expect("states").is_empty(),
+        "per room"
+    );
+    // b stops refreshing (a node that died): its entry goes by itself.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        a.states(room).await.expect("states"),
+        [Bytes::from_static(b"a2")]
+    );
+    a.clear_state(room).await.expect("clear");
+    assert!(b.states(room).await.expect("states").is_empty());
 }
 
 pub async fn health_is_reported(factory: &impl LayerFactory) {

@@ -13,14 +13,19 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use roomcast_domain::{RoomId, Seq, UserId};
+use bytes::Bytes;
+use roomcast_domain::wire::{ChatEvent, ServerFrame};
+use roomcast_domain::{RoomId, Seq, UserId, Username};
 use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use uuid::Uuid;
 
-use crate::{BroadcastError, ChannelLayer, Envelope, InMemoryLayer, Inbox};
+use crate::presence::{PresenceChange, PresenceNotice, PresenceTiming, RoomPresence, Transition};
+use crate::{BroadcastError, ChannelLayer, Envelope, InMemoryLayer, Inbox, wire};
 
 /// Where the hub fetches stored events it did not receive.
 #[async_trait]
@@ -46,6 +51,11 @@ pub struct HubConfig {
     /// How long an early event waits for the ones before it before the gap
     /// is filled from storage.
     pub gap_timeout: Duration,
+    /// Ephemeral envelopes a room holds for its slowest local socket. A
+    /// socket further behind skips the oldest (it gets the room's presence
+    /// list again instead): ephemeral events never close a socket.
+    pub ephemeral_capacity: usize,
+    pub presence: PresenceTiming,
 }
 
 impl Default for HubConfig {
@@ -53,6 +63,8 @@ impl Default for HubConfig {
         Self {
             room_capacity: 256,
             gap_timeout: Duration::from_millis(200),
+            ephemeral_capacity: 64,
+            presence: PresenceTiming::default(),
         }
     }
 }
@@ -63,11 +75,26 @@ const RESYNC_PAGE: u32 = 500;
 /// gives up; the next event's gap repair then catches the room up.
 const RESYNC_ATTEMPTS: u32 = 5;
 
-/// A local socket's subscription to its room.
-#[derive(Debug)]
+/// A local socket's subscription to its room: stored events (and
+/// evictions) through one bounded channel that a lagging socket is closed
+/// for, ephemeral events through another that it may skip in.
 pub struct RoomFeed {
     room: RoomId,
     rx: broadcast::Receiver<Slot>,
+    ephemeral: broadcast::Receiver<Slot>,
+    local: Arc<LocalRoom>,
+    /// The user this socket is present as ([`Hub::arrive`]): their own
+    /// ephemeral events are not sent back to them.
+    user: Option<UserId>,
+}
+
+impl std::fmt::Debug for RoomFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoomFeed")
+            .field("room", &self.room)
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a room channel holds: a pointer, not the envelope itself. Why:
@@ -81,15 +108,82 @@ impl RoomFeed {
         self.room
     }
 
-    /// The next envelope. `Err(Lagged)` means this reader fell more than
-    /// `room_capacity` behind and envelopes were dropped for it.
+    /// The next envelope, stored events first. `Err(Lagged)` means this
+    /// reader fell more than `room_capacity` stored events behind and
+    /// envelopes were dropped for it. Ephemeral ones it fell behind on are
+    /// skipped: it gets the room's presence list in their place.
     pub async fn recv(&mut self) -> Result<Envelope, broadcast::error::RecvError> {
-        self.rx.recv().await.map(Arc::unwrap_or_clone)
+        loop {
+            let got = tokio::select! {
+                biased;
+                stored = self.rx.recv() => return stored.map(Arc::unwrap_or_clone),
+                got = self.ephemeral.recv() => got,
+            };
+            match got {
+                Ok(slot) => {
+                    if let Some(envelope) = self.keep(slot) {
+                        return Ok(envelope);
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => return Ok(self.presence()),
+                Err(closed) => return Err(closed),
+            }
+        }
     }
 
     /// The next envelope if one is ready, without waiting.
     pub fn try_recv(&mut self) -> Result<Envelope, broadcast::error::TryRecvError> {
-        self.rx.try_recv().map(Arc::unwrap_or_clone)
+        use broadcast::error::TryRecvError;
+        match self.rx.try_recv() {
+            Err(TryRecvError::Empty) => {}
+            other => return other.map(Arc::unwrap_or_clone),
+        }
+        loop {
+            match self.ephemeral.try_recv() {
+                Ok(slot) => {
+                    if let Some(envelope) = self.keep(slot) {
+                        return Ok(envelope);
+                    }
+                }
+                Err(TryRecvError::Lagged(_)) => return Ok(self.presence()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The ephemeral envelope, unless it is this socket's user's own.
+    fn keep(&self, slot: Slot) -> Option<Envelope> {
+        match &*slot {
+            Envelope::Ephemeral {
+                from: Some(from), ..
+            } if Some(*from) == self.user => None,
+            _ => Some(Arc::unwrap_or_clone(slot)),
+        }
+    }
+
+    /// `{"type":"chat_event","action":"presence","users":[...]}` as the
+    /// room stands now.
+    pub fn presence(&self) -> Envelope {
+        let users = lock(&self.local.presence).users();
+        Envelope::Ephemeral {
+            frame: presence_frame(users),
+            from: None,
+        }
+    }
+}
+
+fn presence_frame(users: Vec<Username>) -> Bytes {
+    Bytes::from(ServerFrame::Event(ChatEvent::Presence { users }).to_json())
+}
+
+fn transition_envelope(transition: Transition) -> Envelope {
+    let (user, event) = match transition {
+        Transition::Join(user, name) => (user, ChatEvent::Join { user: name }),
+        Transition::Leave(user, name) => (user, ChatEvent::Leave { user: name }),
+    };
+    Envelope::Ephemeral {
+        frame: Bytes::from(ServerFrame::Event(event).to_json()),
+        from: Some(user),
     }
 }
 
@@ -128,12 +222,18 @@ impl HubBuilder {
         self.local.clone()
     }
 
+    /// The hub, with its presence ticker running (call inside a runtime).
     pub fn build(self, layer: Arc<dyn ChannelLayer>) -> Hub {
-        Hub {
+        let hub = Hub {
             local: self.local,
             layer,
             transitions: Arc::new(tokio::sync::Mutex::new(())),
-        }
+        };
+        let ticker = hub.clone();
+        hub.local
+            .repairs
+            .spawn(async move { ticker.tick_presence().await });
+        hub
     }
 
     /// A hub alone in its process, on an in-memory layer.
@@ -152,6 +252,8 @@ impl Hub {
                 backfill,
                 config,
                 repairs: TaskTracker::new(),
+                node: Uuid::new_v4(),
+                stop: CancellationToken::new(),
             }),
         }
     }
@@ -177,6 +279,7 @@ impl Hub {
             self.local.remove_if_unused(room, Some(feed));
             return Err(e);
         }
+        self.read_presence(room).await;
         match self.local.backfill.last_seq(room).await {
             Ok(last) => {
                 self.local.start_at(room, last + 1);
@@ -191,11 +294,19 @@ impl Hub {
         }
     }
 
-    /// Ends a local socket's subscription; unsubscribes the node from the
-    /// room's group when it was the last one.
+    /// Ends a local socket's subscription (and its presence); unsubscribes
+    /// the node from the room's group when it was the last one and no user's
+    /// presence grace is pending there (then the presence ticker does).
     pub async fn leave(&self, feed: RoomFeed) {
         let room = feed.room;
+        if let Some(user) = feed.user {
+            lock(&feed.local.presence).depart(user, Instant::now());
+        }
         drop(feed);
+        self.leave_if_unused(room).await;
+    }
+
+    async fn leave_if_unused(&self, room: RoomId) {
         if !self.local.is_unused(room) {
             return;
         }
@@ -204,6 +315,174 @@ impl Hub {
             && let Err(e) = self.layer.unsubscribe(room).await
         {
             tracing::warn!(error = %e, %room, "unsubscribe failed");
+        }
+    }
+
+    /// Makes the feed's socket present in its room as `user`: a `join` for
+    /// the room's other sockets (on every node) if the user was present
+    /// nowhere, and from now on the user's own ephemeral events are not
+    /// sent back to this socket. Returns the room's presence list for it.
+    pub async fn arrive(&self, feed: &mut RoomFeed, user: UserId, name: &Username) -> Envelope {
+        if feed.user.is_some() {
+            return feed.presence();
+        }
+        feed.user = Some(user);
+        let (join, announce) = lock(&feed.local.presence).arrive(user, name);
+        if let Some(join) = join {
+            let _ = feed
+                .local
+                .ephemeral
+                .send(Arc::new(transition_envelope(join)));
+        }
+        if announce {
+            // Stored at once, not at the next tick: a node that starts
+            // serving the room reads it, and may do so any moment now.
+            let snapshot = PresenceNotice {
+                node: self.local.node,
+                change: PresenceChange::Snapshot {
+                    users: lock(&feed.local.presence).snapshot(),
+                },
+            };
+            let state = wire::encode_presence(&snapshot);
+            let ttl = self.local.config.presence.ttl;
+            if let Err(e) = self.layer.put_state(feed.room, state, ttl).await {
+                tracing::debug!(error = %e, room = %feed.room, "presence not stored");
+            }
+            let notice = PresenceNotice {
+                node: self.local.node,
+                change: PresenceChange::Online {
+                    user,
+                    name: name.clone(),
+                },
+            };
+            if let Err(e) = self
+                .layer
+                .publish(feed.room, Envelope::Presence(notice))
+                .await
+            {
+                tracing::debug!(error = %e, room = %feed.room, "presence not sent to other nodes");
+            }
+        }
+        feed.presence()
+    }
+
+    /// Usernames with a socket in the room on any node: this node's view if
+    /// it serves the room, else the snapshots the nodes stored in the layer.
+    pub async fn presence(&self, room: RoomId) -> Result<Vec<Username>, BroadcastError> {
+        if let Some(local) = self.local.room(room) {
+            return Ok(lock(&local.presence).users());
+        }
+        let mut users = std::collections::BTreeSet::new();
+        for state in self.layer.states(room).await? {
+            if let Ok(PresenceNotice {
+                change: PresenceChange::Snapshot { users: some },
+                ..
+            }) = wire::decode_presence(&state)
+            {
+                users.extend(some.into_iter().map(|(_, name)| name));
+            }
+        }
+        Ok(users.into_iter().collect())
+    }
+
+    /// What the other nodes stored about the room, read once when this node
+    /// starts serving it (later news comes through the room's channel).
+    async fn read_presence(&self, room: RoomId) {
+        let states = match self.layer.states(room).await {
+            Ok(states) => states,
+            Err(e) => {
+                tracing::debug!(error = %e, %room, "presence of other nodes unknown until their heartbeat");
+                return;
+            }
+        };
+        let Some(local) = self.local.room(room) else {
+            return;
+        };
+        let expires = Instant::now() + self.local.config.presence.ttl;
+        let mut presence = lock(&local.presence);
+        for state in states {
+            match wire::decode_presence(&state) {
+                Ok(notice) if notice.node != self.local.node => {
+                    presence.apply(notice, expires, true);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, %room, "stored presence dropped"),
+            }
+        }
+    }
+
+    /// Ends presence graces and silent nodes, sends this node's snapshots
+    /// (heartbeat), and leaves rooms nobody is in any more; until shutdown.
+    async fn tick_presence(self) {
+        let timing = self.local.config.presence;
+        let every = (timing.grace.min(timing.heartbeat) / 2)
+            .clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_beat = Instant::now();
+        loop {
+            tokio::select! {
+                () = self.local.stop.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            let now = Instant::now();
+            let beat = now >= last_beat + timing.heartbeat;
+            if beat {
+                last_beat = now;
+            }
+            let rooms: Vec<(RoomId, Arc<LocalRoom>)> = self
+                .local
+                .lock()
+                .iter()
+                .map(|(id, room)| (*id, room.clone()))
+                .collect();
+            for (room, local) in rooms {
+                self.sweep_room(room, &local, now, beat).await;
+            }
+        }
+    }
+
+    async fn sweep_room(&self, room: RoomId, local: &LocalRoom, now: Instant, beat: bool) {
+        let timing = self.local.config.presence;
+        let (offline, leaves, snapshot, had_local) = {
+            let mut presence = lock(&local.presence);
+            let had_local = presence.has_local();
+            let (offline, leaves) = presence.sweep(now, timing.grace);
+            let dirty = std::mem::take(&mut presence.dirty) || !offline.is_empty();
+            let snapshot = (beat || dirty).then(|| presence.snapshot());
+            (offline, leaves, snapshot, had_local)
+        };
+        for leave in leaves {
+            let _ = local.ephemeral.send(Arc::new(transition_envelope(leave)));
+        }
+        for user in offline {
+            let notice = PresenceNotice {
+                node: self.local.node,
+                change: PresenceChange::Offline { user },
+            };
+            let _ = self.layer.publish(room, Envelope::Presence(notice)).await;
+        }
+        match snapshot {
+            Some(users) if !users.is_empty() => {
+                let notice = PresenceNotice {
+                    node: self.local.node,
+                    change: PresenceChange::Snapshot { users },
+                };
+                let state = wire::encode_presence(&notice);
+                if let Err(e) = self.layer.put_state(room, state, timing.ttl).await {
+                    tracing::debug!(error = %e, %room, "presence not stored");
+                }
+                if beat {
+                    let _ = self.layer.publish(room, Envelope::Presence(notice)).await;
+                }
+            }
+            Some(_) if had_local => {
+                let _ = self.layer.clear_state(room).await;
+            }
+            _ => {}
+        }
+        if had_local {
+            self.leave_if_unused(room).await;
         }
     }
 
@@ -225,9 +504,28 @@ impl Hub {
         self.local.lock().len()
     }
 
-    /// Ends the channel layer, then waits for pending gap repairs and
+    /// Says goodbye (this node's users leave every room at once, on every
+    /// node), ends the channel layer, then waits for pending gap repairs and
     /// resyncs to finish (on shutdown).
     pub async fn close(&self) {
+        self.local.stop.cancel();
+        let rooms: Vec<(RoomId, Arc<LocalRoom>)> = self
+            .local
+            .lock()
+            .iter()
+            .map(|(id, room)| (*id, room.clone()))
+            .collect();
+        for (room, local) in rooms {
+            if !lock(&local.presence).has_local() {
+                continue;
+            }
+            let goodbye = PresenceNotice {
+                node: self.local.node,
+                change: PresenceChange::Snapshot { users: vec![] },
+            };
+            let _ = self.layer.publish(room, Envelope::Presence(goodbye)).await;
+            let _ = self.layer.clear_state(room).await;
+        }
         self.layer.close().await;
         self.local.repairs.close();
         self.local.repairs.wait().await;
@@ -242,11 +540,38 @@ struct LocalRooms {
     backfill: Arc<dyn Backfill>,
     config: HubConfig,
     repairs: TaskTracker,
+    /// This hub's id in presence notices.
+    node: Uuid,
+    /// Ends the presence ticker.
+    stop: CancellationToken,
 }
 
 struct LocalRoom {
     tx: broadcast::Sender<Slot>,
+    ephemeral: broadcast::Sender<Slot>,
     order: Mutex<Sequencer>,
+    presence: Mutex<LocalPresence>,
+}
+
+/// A room's presence, and whether this node's snapshot changed since it
+/// was last stored.
+#[derive(Default)]
+struct LocalPresence {
+    view: RoomPresence,
+    dirty: bool,
+}
+
+impl std::ops::Deref for LocalPresence {
+    type Target = RoomPresence;
+    fn deref(&self) -> &RoomPresence {
+        &self.view
+    }
+}
+
+impl std::ops::DerefMut for LocalPresence {
+    fn deref_mut(&mut self) -> &mut RoomPresence {
+        &mut self.view
+    }
 }
 
 /// Puts one room's stored events in seq order.
@@ -274,6 +599,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+impl LocalRoom {
+    fn is_unused(&self) -> bool {
+        self.tx.receiver_count() == 0 && !lock(&self.presence).has_local()
+    }
+}
+
 impl LocalRooms {
     fn lock(&self) -> MutexGuard<'_, HashMap<RoomId, Arc<LocalRoom>>> {
         lock(&self.rooms)
@@ -291,30 +622,41 @@ impl LocalRooms {
         Some(RoomFeed {
             room,
             rx: local.tx.subscribe(),
+            ephemeral: local.ephemeral.subscribe(),
+            local: local.clone(),
+            user: None,
         })
     }
 
     fn insert(&self, room: RoomId) -> RoomFeed {
         let (tx, rx) = broadcast::channel(self.config.room_capacity);
+        let (ephemeral, ephemeral_rx) = broadcast::channel(self.config.ephemeral_capacity.max(1));
         let local = Arc::new(LocalRoom {
             tx,
+            ephemeral,
             order: Mutex::new(Sequencer::default()),
+            presence: Mutex::new(LocalPresence::default()),
         });
-        self.lock().insert(room, local);
-        RoomFeed { room, rx }
+        self.lock().insert(room, local.clone());
+        RoomFeed {
+            room,
+            rx,
+            ephemeral: ephemeral_rx,
+            local,
+            user: None,
+        }
     }
 
     fn is_unused(&self, room: RoomId) -> bool {
-        self.lock()
-            .get(&room)
-            .is_some_and(|r| r.tx.receiver_count() == 0)
+        self.lock().get(&room).is_some_and(|r| r.is_unused())
     }
 
-    /// Removes the room if no socket reads it (after dropping `feed`).
+    /// Removes the room if no socket reads it and no presence is pending
+    /// there (after dropping `feed`).
     fn remove_if_unused(&self, room: RoomId, feed: Option<RoomFeed>) -> bool {
         drop(feed);
         let mut rooms = self.lock();
-        if rooms.get(&room).is_some_and(|r| r.tx.receiver_count() == 0) {
+        if rooms.get(&room).is_some_and(|r| r.is_unused()) {
             rooms.remove(&room);
             return true;
         }
@@ -464,6 +806,21 @@ impl Inbox for LocalRooms {
 
     fn deliver(&self, room: RoomId, envelope: Envelope) {
         let Some(local) = self.room(room) else { return };
+        if let Envelope::Presence(notice) = envelope {
+            if notice.node == self.node {
+                return;
+            }
+            let expires = Instant::now() + self.config.presence.ttl;
+            let changes = lock(&local.presence).apply(notice, expires, false);
+            for change in changes {
+                let _ = local.ephemeral.send(Arc::new(transition_envelope(change)));
+            }
+            return;
+        }
+        if let Envelope::Ephemeral { .. } = envelope {
+            let _ = local.ephemeral.send(Arc::new(envelope));
+            return;
+        }
         match envelope.seq() {
             None => {
                 let _ = local.tx.send(Arc::new(envelope));
@@ -539,6 +896,7 @@ mod tests {
             HubConfig {
                 room_capacity: 64,
                 gap_timeout: gap,
+                ..HubConfig::default()
             },
             stored.clone(),
         );
@@ -686,5 +1044,164 @@ mod tests {
             slow.recv().await,
             Err(broadcast::error::RecvError::Lagged(_))
         ));
+    }
+
+    fn fast_presence_hub(bus: &InMemoryBus, stored: &Arc<Stored>) -> Hub {
+        let builder = Hub::builder(
+            HubConfig {
+                ephemeral_capacity: 8,
+                presence: PresenceTiming {
+                    grace: Duration::from_millis(100),
+                    heartbeat: Duration::from_millis(100),
+                    ttl: Duration::from_millis(400),
+                },
+                ..HubConfig::default()
+            },
+            stored.clone(),
+        );
+        let layer = bus.node(builder.inbox());
+        builder.build(Arc::new(layer))
+    }
+
+    fn name(s: &str) -> Username {
+        Username::parse(s).expect("name")
+    }
+
+    /// The next ephemeral frame, as text.
+    async fn next_frame(feed: &mut RoomFeed) -> String {
+        match tokio::time::timeout(Duration::from_secs(5), feed.recv()).await {
+            Ok(Ok(Envelope::Ephemeral { frame, .. })) => {
+                String::from_utf8(frame.to_vec()).expect("utf-8")
+            }
+            other => panic!("expected an ephemeral frame, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn ephemeral_events_skip_their_sender_and_never_lag_a_reader_out() {
+        let stored = Arc::new(Stored::default());
+        let hub = fast_presence_hub(&InMemoryBus::new(), &stored);
+        let room = RoomId::new();
+        let (alice, bob) = (UserId::new(), UserId::new());
+        let mut from_alice = hub.join(room).await.expect("join");
+        hub.arrive(&mut from_alice, alice, &name("alice")).await;
+        let mut to_bob = hub.join(room).await.expect("join");
+        hub.arrive(&mut to_bob, bob, &name("bob")).await;
+        assert_eq!(
+            next_frame(&mut from_alice).await,
+            r#"{"type":"chat_event","action":"join","user":"bob"}"#
+        );
+        for _ in 0..1000 {
+            hub.publish(
+                room,
+                Envelope::Ephemeral {
+                    frame: Bytes::from_static(b"typing"),
+                    from: Some(alice),
+                },
+            )
+            .await
+            .expect("publish");
+        }
+        hub.publish(room, stored.store("stored"))
+            .await
+            .expect("publish");
+        // Stored events come first and are never lost; the typing storm is
+        // skipped down to the last few, with the presence list in its place.
+        assert_eq!(next_seq(&mut to_bob).await, 1);
+        assert_eq!(
+            next_frame(&mut to_bob).await,
+            r#"{"type":"chat_event","action":"presence","users":["alice","bob"]}"#
+        );
+        let mut typing = 0;
+        while let Ok(envelope) = to_bob.try_recv() {
+            assert!(matches!(envelope, Envelope::Ephemeral { .. }));
+            typing += 1;
+        }
+        assert!(typing <= 8, "at most the ephemeral capacity: {typing}");
+        assert_eq!(next_seq(&mut from_alice).await, 1);
+        while let Ok(envelope) = from_alice.try_recv() {
+            let Envelope::Ephemeral { frame, .. } = envelope else {
+                panic!("only ephemeral frames left")
+            };
+            assert_ne!(&frame[..], b"typing", "alice's own typing came back");
+        }
+    }
+
+    #[tokio::test]
+    async fn presence_spans_nodes_with_one_join_and_one_leave_per_user() {
+        let bus = InMemoryBus::new();
+        let stored = Arc::new(Stored::default());
+        let (a, b) = (
+            fast_presence_hub(&bus, &stored),
+            fast_presence_hub(&bus, &stored),
+        );
+        let room = RoomId::new();
+        let (alice, bob) = (UserId::new(), UserId::new());
+        let mut alice_tab = a.join(room).await.expect("join");
+        a.arrive(&mut alice_tab, alice, &name("alice")).await;
+        let mut bob_on_b = b.join(room).await.expect("join");
+        let Envelope::Ephemeral { frame, .. } = b.arrive(&mut bob_on_b, bob, &name("bob")).await
+        else {
+            panic!("a presence frame")
+        };
+        assert_eq!(
+            &frame[..],
+            br#"{"type":"chat_event","action":"presence","users":["alice","bob"]}"#
+        );
+        assert_eq!(
+            next_frame(&mut alice_tab).await,
+            r#"{"type":"chat_event","action":"join","user":"bob"}"#
+        );
+        // Bob's second tab, on node a: no join; closing one tab: no leave.
+        let mut bob_on_a = a.join(room).await.expect("join");
+        a.arrive(&mut bob_on_a, bob, &name("bob")).await;
+        b.leave(bob_on_b).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(alice_tab.try_recv().is_err(), "bob is still here");
+        assert_eq!(
+            a.presence(room).await.expect("presence"),
+            [name("alice"), name("bob")]
+        );
+        a.leave(bob_on_a).await;
+        assert_eq!(
+            next_frame(&mut alice_tab).await,
+            r#"{"type":"chat_event","action":"leave","user":"bob"}"#
+        );
+        assert_eq!(a.presence(room).await.expect("presence"), [name("alice")]);
+        // b serves nothing in the room any more: it reads the stored list.
+        assert_eq!(b.local_rooms(), 0);
+        assert_eq!(b.presence(room).await.expect("presence"), [name("alice")]);
+    }
+
+    #[tokio::test]
+    async fn a_node_that_goes_silent_loses_its_users_after_the_ttl() {
+        let bus = InMemoryBus::new();
+        let stored = Arc::new(Stored::default());
+        let a = fast_presence_hub(&bus, &stored);
+        let room = RoomId::new();
+        let mut watcher = a.join(room).await.expect("join");
+        a.arrive(&mut watcher, UserId::new(), &name("alice")).await;
+        // A node that announces bob, then dies without a goodbye.
+        let dead = bus.node(Arc::new(crate::conformance::RecordingInbox::default()));
+        let notice = PresenceNotice {
+            node: Uuid::new_v4(),
+            change: PresenceChange::Online {
+                user: UserId::new(),
+                name: name("bob"),
+            },
+        };
+        dead.publish(room, Envelope::Presence(notice))
+            .await
+            .expect("publish");
+        assert_eq!(
+            next_frame(&mut watcher).await,
+            r#"{"type":"chat_event","action":"join","user":"bob"}"#
+        );
+        let started = Instant::now();
+        assert_eq!(
+            next_frame(&mut watcher).await,
+            r#"{"type":"chat_event","action":"leave","user":"bob"}"#
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
     }
 }

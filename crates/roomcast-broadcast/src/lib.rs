@@ -26,6 +26,7 @@ mod error;
 mod hub;
 mod layer;
 mod memory;
+pub mod presence;
 mod redis;
 pub mod wire;
 

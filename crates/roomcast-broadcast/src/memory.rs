@@ -3,8 +3,10 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use roomcast_domain::RoomId;
 
 use crate::{BroadcastError, ChannelLayer, Envelope, Inbox};
@@ -23,6 +25,8 @@ pub struct InMemoryBus {
 struct BusState {
     next_node: NodeId,
     rooms: HashMap<RoomId, Vec<Subscriber>>,
+    /// Per room, per node: a state entry and when it expires.
+    states: HashMap<RoomId, HashMap<NodeId, (Bytes, Instant)>>,
 }
 
 impl std::fmt::Debug for InMemoryBus {
@@ -109,6 +113,48 @@ impl ChannelLayer for InMemoryLayer {
         };
         for inbox in targets {
             inbox.deliver(room, envelope.clone());
+        }
+        Ok(())
+    }
+
+    async fn put_state(
+        &self,
+        room: RoomId,
+        state: Bytes,
+        ttl: Duration,
+    ) -> Result<(), BroadcastError> {
+        let expires = Instant::now() + ttl;
+        let mut bus = self.bus.lock();
+        let entries = bus.states.entry(room).or_default();
+        entries.insert(self.node, (state, expires));
+        entries.retain(|_, (_, at)| *at > Instant::now());
+        Ok(())
+    }
+
+    async fn states(&self, room: RoomId) -> Result<Vec<Bytes>, BroadcastError> {
+        let now = Instant::now();
+        Ok(self
+            .bus
+            .lock()
+            .states
+            .get(&room)
+            .map(|entries| {
+                entries
+                    .values()
+                    .filter(|(_, at)| *at > now)
+                    .map(|(state, _)| state.clone())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn clear_state(&self, room: RoomId) -> Result<(), BroadcastError> {
+        let mut bus = self.bus.lock();
+        if let Some(entries) = bus.states.get_mut(&room) {
+            entries.remove(&self.node);
+            if entries.is_empty() {
+                bus.states.remove(&room);
+            }
         }
         Ok(())
     }

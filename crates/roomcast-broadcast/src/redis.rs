@@ -37,7 +37,7 @@ use fred::prelude::{
     Builder, Client, ClientLike, Config, EventInterface, Options, PubsubInterface, ReconnectPolicy,
     ServerConfig,
 };
-use fred::types::Message;
+use fred::types::{ClusterHash, CustomCommand, Message, Value};
 use roomcast_domain::{RoomId, UserId};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
@@ -290,6 +290,15 @@ impl RedisLayer {
     }
 }
 
+/// Now, in milliseconds since the Unix epoch (the nodes' clocks are
+/// assumed to agree to well within a state's TTL).
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 fn millis(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
@@ -297,6 +306,30 @@ fn millis(d: Duration) -> u32 {
 impl Shared {
     fn channel(&self, room: RoomId) -> String {
         format!("{}room:{room}", self.prefix)
+    }
+
+    /// The hash of a room's state: one field per node, each value its
+    /// expiry (unix milliseconds, 8 bytes) then the state. Expiry per field
+    /// is checked by readers (HPEXPIRE needs Redis 7.4); the key itself
+    /// expires after the longest TTL written, so a room nobody serves any
+    /// more leaves nothing behind.
+    fn state_key(&self, room: RoomId) -> String {
+        format!("{}state:{room}", self.prefix)
+    }
+
+    async fn command<R: fred::types::FromValue>(
+        &self,
+        name: &'static str,
+        args: Vec<Value>,
+    ) -> Result<R, BroadcastError> {
+        self.publisher
+            .with_options(&self.fail_fast)
+            .custom(
+                CustomCommand::new_static(name, ClusterHash::FirstKey, false),
+                args,
+            )
+            .await
+            .map_err(|e| unavailable(RedisLayerError::Command(e)))
     }
 
     fn room_of(&self, channel: &str) -> Option<RoomId> {
@@ -587,13 +620,89 @@ impl ChannelLayer for RedisLayer {
             Ok(()) => Ok(()),
             Err(e) => {
                 if let WireMessage::Envelope(envelope) = &message
-                    && !matches!(envelope, Envelope::Ephemeral { .. })
+                    && !matches!(envelope, Envelope::Ephemeral { .. } | Envelope::Presence(_))
                 {
                     shared.remember_unsent(room, envelope);
                 }
                 Err(unavailable(RedisLayerError::Command(e)))
             }
         }
+    }
+
+    async fn put_state(
+        &self,
+        room: RoomId,
+        state: Bytes,
+        ttl: Duration,
+    ) -> Result<(), BroadcastError> {
+        let shared = &self.shared;
+        let key = shared.state_key(room);
+        let expires =
+            unix_millis().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        let mut value = Vec::with_capacity(8 + state.len());
+        value.extend_from_slice(&expires.to_be_bytes());
+        value.extend_from_slice(&state);
+        shared
+            .command::<Value>(
+                "HSET",
+                vec![
+                    key.clone().into(),
+                    shared.node.to_string().into(),
+                    Bytes::from(value).into(),
+                ],
+            )
+            .await?;
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        // The key outlives every entry (NX: a TTL for a new key; GT: only
+        // ever longer), and goes when no node writes any more.
+        for option in ["NX", "GT"] {
+            shared
+                .command::<Value>(
+                    "PEXPIRE",
+                    vec![key.clone().into(), ttl_ms.into(), option.into()],
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn states(&self, room: RoomId) -> Result<Vec<Bytes>, BroadcastError> {
+        let shared = &self.shared;
+        let key = shared.state_key(room);
+        let entries: HashMap<String, Bytes> =
+            shared.command("HGETALL", vec![key.clone().into()]).await?;
+        let now = unix_millis();
+        let mut live = Vec::new();
+        let mut expired: Vec<Value> = vec![key.into()];
+        for (node, value) in entries {
+            let expires = value
+                .get(..8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes);
+            match expires {
+                Some(at) if at > now => live.push(value.slice(8..)),
+                _ => expired.push(node.into()),
+            }
+        }
+        if expired.len() > 1 {
+            // Best effort: a dead node's entry is skipped by readers anyway.
+            let _ = shared.command::<Value>("HDEL", expired).await;
+        }
+        Ok(live)
+    }
+
+    async fn clear_state(&self, room: RoomId) -> Result<(), BroadcastError> {
+        let shared = &self.shared;
+        shared
+            .command::<Value>(
+                "HDEL",
+                vec![
+                    shared.state_key(room).into(),
+                    shared.node.to_string().into(),
+                ],
+            )
+            .await
+            .map(drop)
     }
 
     /// A PING on the publisher connection, failing fast and bounded by

@@ -94,7 +94,20 @@ pub(crate) async fn run(
     metrics::connection_opened();
     // Replay what `since` asks for before reading any client frame, so the
     // client's own new messages come after the replay.
-    let started = Box::pin(start(&app, s, &mut sink)).await;
+    let mut started = Box::pin(start(&app, s, &mut sink)).await;
+    // Live from here: the socket counts as present (a `join` for the
+    // others if it is the user's first) and gets the presence list.
+    if started.is_ok() {
+        let presence = app
+            .hub()
+            .arrive(&mut s.feed, s.user.id, &s.user.username)
+            .await;
+        if let Envelope::Ephemeral { frame, .. } = presence
+            && let Err(end) = send_now(&mut sink, utf8(frame)).await
+        {
+            started = Err(end);
+        }
+    }
     let (out_tx, out_rx) = replies::queue(32);
     let reader = read_loop(&app, &s.user, &s.room, stream, out_tx);
     let writer = write_loop(
@@ -364,6 +377,7 @@ async fn handle_text(app: &AppState, user: &User, room: &Room, text: &str) -> Ha
             });
             let envelope = Envelope::Ephemeral {
                 frame: Bytes::from(frame.to_json()),
+                from: Some(user.id),
             };
             if let Err(e) = app.hub().publish(room.id, envelope).await {
                 tracing::debug!(error = %e, "typing not relayed to other nodes");
@@ -604,7 +618,9 @@ impl Writer<'_> {
                 metrics::events_delivered(1);
                 Ok(())
             }
-            Ok(Envelope::Ephemeral { frame }) => self.push(utf8(frame)).await,
+            Ok(Envelope::Ephemeral { frame, .. }) => self.push(utf8(frame)).await,
+            // The hub turns presence news into `join`/`leave` frames.
+            Ok(Envelope::Presence(_)) => Ok(()),
             Ok(Envelope::Evict { user: evicted }) if evicted == user.id => {
                 Err(End::Close(close::POLICY, "Membership revoked."))
             }

@@ -108,6 +108,7 @@ fn hub_builder() -> roomcast_broadcast::HubBuilder {
         HubConfig {
             room_capacity: 4096,
             gap_timeout: Duration::from_secs(3600),
+            ..HubConfig::default()
         },
         Arc::new(NoStorage),
     )

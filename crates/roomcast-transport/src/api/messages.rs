@@ -116,7 +116,7 @@ pub(crate) async fn post(
     }
 }
 
-async fn participant_room(
+pub(crate) async fn participant_room(
     app: &AppState,
     caller: &CurrentUser,
     host: &str,

@@ -6,6 +6,7 @@ pub(crate) mod dto;
 mod extract;
 mod messages;
 pub(crate) mod openapi;
+mod presence;
 mod rooms;
 
 use axum::routing::{get, post, put};
@@ -34,4 +35,5 @@ pub(crate) fn routes() -> Routes {
         .route("/api/openapi.json", get(openapi::document))
         .route("/api/docs", get(docs::page))
         .route("/api/docs/{file}", get(docs::asset))
+        .route("/api/rooms/{host}/{slug}/presence", get(presence::presence))
 }

@@ -15,7 +15,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{Content, OpenApi as Document, Ref, RefOr, Required, Response};
 use utoipa::{Modify, OpenApi};
 
-use super::{accounts, dto, messages, rooms};
+use super::{accounts, dto, messages, presence, rooms};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -49,6 +49,7 @@ Every error is `{\"error\": \"...\", \"code\": \"...\"}` with a code from `Error
         rooms::remove_participant,
         messages::history,
         messages::post,
+        presence::presence,
         crate::http::healthz,
         crate::http::readyz,
         crate::http::metrics,
@@ -73,6 +74,7 @@ Every error is `{\"error\": \"...\", \"code\": \"...\"}` with a code from `Error
         dto::LogoutRequest,
         dto::CreateRoomRequest,
         dto::PostMessageRequest,
+        presence::PresenceDto,
     ))
 )]
 pub(crate) struct ApiDoc;

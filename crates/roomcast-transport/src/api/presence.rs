@@ -1,0 +1,36 @@
+//! Who is in a room now, over HTTP: the list a socket gets as its
+//! `presence` frame.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde::Serialize;
+
+use super::dto::ErrorBody;
+use super::extract::CurrentUser;
+use super::messages::participant_room;
+use crate::{ApiError, AppState};
+
+/// The usernames with at least one open socket in the room, on any node.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct PresenceDto {
+    pub users: Vec<String>,
+}
+
+#[utoipa::path(get, path = "/api/rooms/{host}/{slug}/presence", tag = "rooms",
+    params(("host" = String, Path), ("slug" = String, Path)),
+    responses((status = 200, body = PresenceDto), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
+pub(crate) async fn presence(
+    State(app): State<AppState>,
+    caller: CurrentUser,
+    Path((host, slug)): Path<(String, String)>,
+) -> Result<Json<PresenceDto>, ApiError> {
+    let room = participant_room(&app, &caller, &host, &slug).await?;
+    let users = app.hub().presence(room.id).await.map_err(|e| {
+        tracing::warn!(error = %e, room = %room.id, "presence unavailable");
+        ApiError::unavailable("Presence is unavailable right now; try again.")
+    })?;
+    Ok(Json(PresenceDto {
+        users: users.iter().map(|u| u.as_str().to_owned()).collect(),
+    }))
+}
