@@ -16,10 +16,14 @@ pub(crate) struct PresenceDto {
     pub users: Vec<String>,
 }
 
-#[utoipa::path(get, path = "/api/rooms/{host}/{slug}/presence", tag = "rooms",
-    params(("host" = String, Path), ("slug" = String, Path)),
-    responses((status = 200, body = PresenceDto), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 503, body = ErrorBody)))]
+/// Who is in the room now: the usernames with an open socket in it, on any
+/// node (the list a socket gets as its `presence` frame).
+#[utoipa::path(get, path = "/api/rooms/{host}/{slug}/presence", tag = "rooms", operation_id = "getPresence",
+    params(("host" = String, Path, description = "The host's username"), ("slug" = String, Path, description = "The room's slug")),
+    responses((status = 200, body = PresenceDto, description = "The users present, sorted"),
+        (status = 403, body = ErrorBody, description = "Not a participant"),
+        (status = 404, body = ErrorBody, description = "No such room"),
+        (status = 503, body = ErrorBody, description = "The channel layer is unreachable")))]
 pub(crate) async fn presence(
     State(app): State<AppState>,
     caller: CurrentUser,
