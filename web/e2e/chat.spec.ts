@@ -1,6 +1,7 @@
 // The web client end to end: two people in two browser contexts, a real
 // server, the page driven by role and accessible name as a person (or a
 // screen reader) would.
+import { RoomcastServer } from "./server";
 import { bodies, expect, messageWith, say, screenshotPath, shareRoom, signUp, test, username } from "./fixtures";
 
 test("two people sign up, share a room and talk both ways", async ({ browser, server }) => {
@@ -8,7 +9,15 @@ test("two people sign up, share a room and talk both ways", async ({ browser, se
   const b = username("bob");
   const alice = await signUp(browser, server, a);
   const bob = await signUp(browser, server, b);
-  await shareRoom(server, alice, bob, b);
+  await alice.getByLabel("Room name").fill("Book club");
+  await alice.getByRole("button", { name: "Create room" }).click();
+  await expect(alice.getByRole("status")).toHaveText("connected");
+  await alice.getByLabel("Add participant").fill(b);
+  await alice.getByRole("button", { name: "Add", exact: true }).click();
+  // The room shows up in Bob's list by itself; he opens it from there.
+  await bob.getByRole("link", { name: /Book club/ }).click();
+  await expect(bob.getByRole("status")).toHaveText("connected");
+  await expect(bob.getByRole("heading", { name: "Book club" })).toBeVisible();
 
   await say(alice, "Hello Bob!");
   await say(bob, "Hi Alice, good to see you.");
@@ -39,6 +48,29 @@ test("two people sign up, share a room and talk both ways", async ({ browser, se
   await bob.reload();
   await expect(bob.getByRole("link", { name: /Book club/ })).toBeVisible();
   expect(await bodies(bob)).toEqual(["Hello Bob!", "Hi Alice, good to see you.", "line one\nline two"]);
+});
+
+test("log out, then log in with the email, straight into a room opened by its link", async ({ browser, server }) => {
+  const a = username("alice");
+  const alice = await signUp(browser, server, a);
+  await alice.getByLabel("Room name").fill("Plans");
+  await alice.getByRole("button", { name: "Create room" }).click();
+  await expect(alice.getByRole("status")).toHaveText("connected");
+  await say(alice, "remember the milk");
+  const link = new URL(alice.url()).pathname;
+  await alice.getByRole("button", { name: "Log out" }).click();
+  await expect(alice.getByRole("button", { name: "Sign up" })).toBeVisible();
+
+  await alice.goto(server.url + link);
+  await alice.getByRole("button", { name: "Log in" }).click();
+  await alice.getByLabel("Username or email").fill(`${a}@example.com`);
+  await alice.getByLabel("Password").fill("wrong password");
+  await alice.getByRole("button", { name: "Log in" }).click();
+  await expect(alice.getByRole("alert").first()).toBeVisible();
+  await alice.getByLabel("Password").fill("correct horse battery staple");
+  await alice.getByRole("button", { name: "Log in" }).click();
+  await expect(alice.getByRole("status")).toHaveText("connected");
+  await expect(messageWith(alice, "remember the milk")).toHaveCount(1);
 });
 
 test("an edit saved with Ctrl+Enter and a delete show on the other side; Esc cancels", async ({ browser, server }) => {
@@ -194,4 +226,35 @@ test("at phone width (375 px) the room is usable; screenshots in light and dark"
   await alice.emulateMedia({ colorScheme: "dark" });
   await alice.screenshot({ path: screenshotPath("room-375px-dark.png") });
   await bob.screenshot({ path: screenshotPath("room-desktop.png") });
+});
+
+test("a short-lived access token: the page refreshes it, and its socket comes back by itself after the 1008 close", async ({ browser }) => {
+  // The one non-default setting of the suite: a 4-second access token, so
+  // that expiry happens within the test.
+  const server = new RoomcastServer(["--access-token-ttl", "4"]);
+  await server.start();
+  try {
+    const a = username("alice");
+    const b = username("bob");
+    const alice = await signUp(browser, server, a);
+    const bob = await signUp(browser, server, b);
+    await shareRoom(server, alice, bob, b);
+    const closed = new Promise<void>((ok) => {
+      alice.on("websocket", (ws) => {
+        if (ws.url().includes("/ws/chat/")) ws.on("close", () => ok());
+      });
+    });
+    const refreshed = alice.waitForResponse((r) => r.url().endsWith("/api/auth/refresh") && r.status() === 200, { timeout: 20_000 });
+    const replaced = alice.waitForEvent("websocket", { predicate: (ws) => ws.url().includes("/ws/chat/"), timeout: 20_000 });
+    await refreshed;
+    await replaced;
+    await closed;
+    await expect(alice.getByRole("status")).toHaveText("connected");
+    await say(alice, "still here after the token changed");
+    await expect(messageWith(bob, "still here after the token changed")).toHaveCount(1);
+    await expect(messageWith(alice, "still here after the token changed")).not.toContainText("Sending…");
+    await expect(alice.getByRole("button", { name: "Log out" })).toBeVisible();
+  } finally {
+    await server.dispose();
+  }
 });

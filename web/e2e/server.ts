@@ -28,6 +28,9 @@ async function freePort(): Promise<number> {
 }
 
 export class RoomcastServer {
+  /** Extra `serve` flags, for a test that needs a non-default setting. */
+  constructor(private readonly extraArgs: string[] = []) {}
+
   readonly dataDir = mkdtempSync(join(tmpdir(), "roomcast-web-e2e-"));
   port = 0;
   private child: ChildProcess | null = null;
@@ -39,7 +42,7 @@ export class RoomcastServer {
 
   async start(): Promise<void> {
     if (this.port === 0) this.port = await freePort();
-    const child = spawn(binary(), ["serve", "--bind", `127.0.0.1:${this.port}`, "--data-dir", this.dataDir], {
+    const child = spawn(binary(), ["serve", "--bind", `127.0.0.1:${this.port}`, "--data-dir", this.dataDir, ...this.extraArgs], {
       env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn" },
       stdio: ["ignore", "pipe", "pipe"],
     });

@@ -21,7 +21,8 @@ export class Backoff {
 
   constructor(options: BackoffOptions = {}) {
     this.base = options.baseMs ?? 500;
-    this.max = options.maxMs ?? 30_000;
+    // A chat should be back within seconds of its server: cap at 10 s.
+    this.max = options.maxMs ?? 10_000;
     this.random = options.random ?? Math.random;
   }
 

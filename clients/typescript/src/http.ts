@@ -78,6 +78,8 @@ export class Client {
   private readonly storageKey: string;
   private readonly margin: number;
   private saved: Saved | null = null;
+  /** How long the current access token lived when it was set (ms). */
+  private lifetime = Infinity;
   private refreshing: Promise<void> | null = null;
   private timer: unknown = null;
   private listeners = new Set<(user: User | null) => void>();
@@ -173,7 +175,12 @@ export class Client {
   /** Refreshes first if the access token expires within the margin. */
   async ensureFresh(): Promise<void> {
     const exp = this.saved ? tokenExpiry(this.saved.token) : null;
-    if (exp !== null && exp * 1000 - this.clock.now() <= this.margin) await this.refresh();
+    if (exp !== null && exp * 1000 - this.clock.now() <= this.marginMs()) await this.refresh();
+  }
+
+  /** The refresh margin, at most a fifth of the token's life (short TTLs). */
+  private marginMs(): number {
+    return Math.min(this.margin, this.lifetime / 5);
   }
 
   // ---- rooms ----
@@ -208,6 +215,21 @@ export class Client {
     if (page.limit) query.set("limit", String(page.limit));
     const q = query.toString();
     return this.request<HistoryPage>("GET", `/api/rooms/${seg(host)}/${seg(slug)}/messages${q ? `?${q}` : ""}`);
+  }
+
+  /**
+   * Records that the caller has read the room up to `seq` (newer servers;
+   * an older one answers 404, which callers may ignore).
+   */
+  async markRead(host: string, slug: string, seq: number): Promise<void> {
+    await this.request<unknown>("PUT", `/api/rooms/${seg(host)}/${seg(slug)}/read`, { seq });
+  }
+
+  /** The user socket's URL (`/ws/user`: activity and membership of all one's rooms). */
+  userSocketUrl(): string {
+    const url = new URL("/ws/user", this.baseUrl || (typeof location !== "undefined" ? location.origin : "http://localhost"));
+    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    return url.toString();
   }
 
   /** The room socket's URL, resuming after `since` when given. */
@@ -256,6 +278,8 @@ export class Client {
   private setSession(saved: Saved, persist: boolean): void {
     const changed = this.saved?.user.id !== saved.user.id;
     this.saved = { user: saved.user, token: saved.token, refresh: saved.refresh };
+    const exp = tokenExpiry(saved.token);
+    this.lifetime = exp === null ? Infinity : Math.max(0, exp * 1000 - this.clock.now());
     if (persist) this.storage?.setItem(this.storageKey, JSON.stringify(this.saved));
     this.schedule();
     if (changed) for (const fn of this.listeners) fn(saved.user);
@@ -276,7 +300,7 @@ export class Client {
     this.timer = null;
     const exp = this.saved ? tokenExpiry(this.saved.token) : null;
     if (exp === null) return;
-    const wait = Math.max(0, exp * 1000 - this.margin - this.clock.now());
+    const wait = Math.max(0, exp * 1000 - this.marginMs() - this.clock.now());
     this.timer = this.clock.setTimeout(() => {
       this.timer = null;
       this.refresh().catch(() => {

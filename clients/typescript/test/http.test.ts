@@ -50,6 +50,21 @@ test("the access token is refreshed a margin before it expires", async () => {
   assert.deepEqual(clock.pending(), [540_000]);
 });
 
+test("a short-lived token is refreshed at four fifths of its life, not in a loop", async () => {
+  const clock = new FakeClock();
+  const http = new FakeHttp().on("POST /api/auth/refresh", () => ({
+    status: 200,
+    body: { token: token(Math.floor(clock.now() / 1000) + 10), refresh: "r2" },
+  }));
+  signedIn(clock, http, 10);
+  await clock.advance(7_999);
+  assert.equal(http.count("POST /api/auth/refresh"), 0);
+  await clock.advance(1);
+  assert.equal(http.count("POST /api/auth/refresh"), 1);
+  await clock.advance(8_000);
+  assert.equal(http.count("POST /api/auth/refresh"), 2);
+});
+
 test("a 401 refreshes once and retries the request with the new token", async () => {
   const clock = new FakeClock();
   let calls = 0;
