@@ -57,6 +57,8 @@ pub struct Options {
     pub database_url: Option<String>,
     /// Listen on this port instead of a random one (a restart in place).
     pub port: Option<u16>,
+    /// Origins allowed to call the HTTP API cross-origin (CORS).
+    pub cors_origins: Vec<String>,
 }
 
 /// Which backend the spawned servers use.
@@ -107,6 +109,7 @@ pub async fn spawn_app_in(dir: &Path, options: Options) -> TestApp {
         args.common.database_url = Some(db.url().to_owned());
         database = Some(db);
     }
+    args.cors_origins = options.cors_origins.clone();
     if options.drop_on_shutdown {
         args.shutdown_mode = roomcast_app::cli::ShutdownModeArg::Drop;
     }

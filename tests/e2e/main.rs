@@ -11,6 +11,7 @@ mod handshake;
 mod http_api;
 mod lifecycle;
 mod multinode;
+mod observability;
 mod outage;
 mod presence;
 mod resume;

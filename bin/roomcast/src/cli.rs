@@ -133,6 +133,10 @@ pub struct ServeArgs {
     /// unset: no limit. Frames beyond get a `rate_limited` error.
     #[arg(long, env = "ROOMCAST_RATE_LIMIT")]
     pub rate_limit: Option<u32>,
+    /// Comma-separated origins whose pages may call the HTTP API with
+    /// credentials (CORS), e.g. `https://app.example.com`; unset: CORS off.
+    #[arg(long, env = "ROOMCAST_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -175,6 +179,7 @@ impl ServeArgs {
             tcp_send_buffer: None,
             event_retention_days: None,
             rate_limit: None,
+            cors_origins: Vec::new(),
         }
     }
 }

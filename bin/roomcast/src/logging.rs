@@ -1,7 +1,10 @@
 //! The process's log subscriber: text for people or JSON for collectors,
 //! to stderr, filtered by the defaults plus `RUST_LOG`.
 
+use tracing::Subscriber;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::cli::LogFormat;
 
@@ -20,23 +23,42 @@ pub fn filter(rust_log: Option<&str>) -> EnvFilter {
     EnvFilter::builder().parse_lossy(directives)
 }
 
-/// Installs the subscriber for the whole process.
+/// The subscriber the binary installs, writing to `writer` (tests give a
+/// buffer). In JSON, each line is one object: the event's fields at the
+/// top, and the request's span (method, route, request id, user id) under
+/// `span`.
+pub fn subscriber<W>(
+    format: LogFormat,
+    rust_log: Option<&str>,
+    writer: W,
+) -> Box<dyn Subscriber + Send + Sync>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter(rust_log))
+        .with_writer(writer);
+    match format {
+        LogFormat::Text => Box::new(
+            builder
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .finish(),
+        ),
+        LogFormat::Json => Box::new(
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .finish(),
+        ),
+    }
+}
+
+/// Installs the subscriber for the whole process, to stderr.
 pub fn init(format: LogFormat) {
     let rust_log = std::env::var("RUST_LOG").ok();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter(rust_log.as_deref()))
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(true)
-            .init(),
-    }
+    let _ = subscriber(format, rust_log.as_deref(), std::io::stderr).try_init();
 }
 
 #[cfg(test)]

@@ -102,6 +102,12 @@ impl Server {
             write_timeout: std::time::Duration::from_millis(args.write_timeout_ms.max(1)),
             tcp_send_buffer_bytes: args.tcp_send_buffer,
             max_frames_per_second: args.rate_limit.filter(|r| *r > 0),
+            cors_origins: args
+                .cors_origins
+                .iter()
+                .map(|o| o.trim().to_owned())
+                .filter(|o| !o.is_empty())
+                .collect(),
             ..TransportConfig::default()
         };
         tracing::info!(

@@ -85,6 +85,9 @@ pub struct TransportConfig {
     /// twice that); beyond it a frame gets a `rate_limited` error and is
     /// dropped. `None`: no limit.
     pub max_frames_per_second: Option<u32>,
+    /// Origins that may call the HTTP API from a browser (CORS, with
+    /// credentials); empty: CORS is off.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for TransportConfig {
@@ -104,6 +107,7 @@ impl Default for TransportConfig {
             secure_cookies: false,
             max_body_bytes: 64 * 1024,
             max_frames_per_second: None,
+            cors_origins: Vec::new(),
         }
     }
 }

@@ -90,7 +90,8 @@ pub(crate) async fn run(
     // Fields are borrowed, never moved out, while the socket lives: moved
     // fields would be stored again in this future, for every connection.
     let s = &mut *session;
-    tracing::debug!(user = %s.user.username, room = %s.room.id, "socket open");
+    crate::access::socket_opened(&s.user, &s.room);
+    let opened = Instant::now();
     metrics::connection_opened();
     // Replay what `since` asks for before reading any client frame, so the
     // client's own new messages come after the replay.
@@ -121,8 +122,8 @@ pub(crate) async fn run(
         sink,
     );
     // The writer ends the session: when it stops, the reader is dropped.
-    tokio::select! {
-        () = writer => {},
+    let (code, reason) = tokio::select! {
+        ended = writer => ended,
         never = reader_then_wait(reader) => match never {},
     };
     let Session {
@@ -136,7 +137,7 @@ pub(crate) async fn run(
     // The connection counts against the limit until here.
     drop(slot);
     metrics::connection_closed();
-    tracing::debug!(user = %user.username, room = %room.id, "socket closed");
+    crate::access::socket_closed(&user, &room, code, &reason, opened.elapsed());
 }
 
 /// The reader finishing does not end the session by itself: it tells the
@@ -434,7 +435,7 @@ async fn write_loop(
     feed: &mut RoomFeed,
     mut out: ReplyReceiver<Outgoing>,
     mut sink: SplitSink<WebSocket, Message>,
-) {
+) -> (Option<u16>, String) {
     let end = match started {
         Ok(last) => {
             let mut writer = Writer {
@@ -448,6 +449,7 @@ async fn write_loop(
         }
         Err(end) => end,
     };
+    // What the access log says of the close: its code and reason.
     match end {
         End::Close(code, reason) => {
             let _ = tokio::time::timeout(
@@ -455,16 +457,22 @@ async fn write_loop(
                 send_close(&mut sink, code, reason),
             )
             .await;
+            (Some(code), reason.to_owned())
         }
         End::Answer(frame) => {
+            let said = frame
+                .as_ref()
+                .map(|f| (Some(u16::from(f.code)), f.reason.to_string()));
             let _ =
                 tokio::time::timeout(app.config().write_timeout, answer_close(&mut sink, frame))
                     .await;
+            said.unwrap_or((None, "closed by the client".to_owned()))
         }
         End::Quiet => {
             let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+            (None, "connection lost".to_owned())
         }
-        End::Drop => {}
+        End::Drop => (None, "dropped at shutdown".to_owned()),
     }
 }
 

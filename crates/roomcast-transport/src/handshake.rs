@@ -12,6 +12,7 @@ use futures_util::StreamExt;
 use roomcast_broadcast::RoomFeed;
 use roomcast_domain::{Room, RoomSlug, Seq, User, Username};
 use serde::Deserialize;
+use tracing::Instrument;
 
 use crate::auth::token_from;
 use crate::consumer::{self, Session};
@@ -93,6 +94,8 @@ pub(crate) async fn ws_chat(
                 }
             };
             let tracker = app.sockets().clone();
+            // The socket's lines carry the handshake's request id and user.
+            let span = tracing::Span::current();
             upgrade
                 .read_buffer_size(config.socket_buffer_bytes)
                 .write_buffer_size(config.socket_buffer_bytes)
@@ -105,10 +108,13 @@ pub(crate) async fn ws_chat(
                     // Split here, so the socket's future holds two handles
                     // rather than the whole WebSocket.
                     let (sink, stream) = socket.split();
-                    tracker.track_future(async move {
-                        let Some(session) = session else { return };
-                        consumer::run(app, sink, stream, session).await
-                    })
+                    tracker.track_future(
+                        async move {
+                            let Some(session) = session else { return };
+                            consumer::run(app, sink, stream, session).await
+                        }
+                        .instrument(span),
+                    )
                 })
         }
     }
@@ -164,6 +170,7 @@ async fn admit(
     // One round trip for the user, the room and the membership.
     let admission = app.storage().admission(user_id, &host, &slug).await?;
     let user = admission.user.ok_or_else(unknown_user)?;
+    crate::access::identified(user.id);
     let room = admission.room.ok_or_else(room_missing)?;
     if !admission.participant {
         return Err(ApiError::forbidden(

@@ -13,6 +13,7 @@
 //! a refused handshake is a plain HTTP status with a JSON body, never an
 //! accepted-then-closed socket; internal error text never reaches a client.
 
+mod access;
 mod api;
 mod auth;
 mod backfill;

@@ -32,6 +32,7 @@ impl FromRequestParts<AppState> for CurrentUser {
             .user_by_id(id)
             .await?
             .ok_or_else(|| ApiError::unauthorized("Invalid or expired token."))?;
+        crate::access::identified(user.id);
         Ok(CurrentUser { user })
     }
 }
