@@ -460,9 +460,7 @@ async fn write_loop(
             (Some(code), reason.to_owned())
         }
         End::Answer(frame) => {
-            let said = frame
-                .as_ref()
-                .map(|f| (Some(u16::from(f.code)), f.reason.to_string()));
+            let said = frame.as_ref().map(|f| (Some(f.code), f.reason.to_string()));
             let _ =
                 tokio::time::timeout(app.config().write_timeout, answer_close(&mut sink, frame))
                     .await;
