@@ -138,8 +138,8 @@ async fn two_clients_resume_after_a_server_restart_with_no_gap_and_no_duplicate(
     alice.send("second").await.expect("send");
     let second = alice_seen.new_with_body("second").await;
     alice.delete(second.id).await.expect("delete");
-    alice_seen.until_seq(4).await;
-    bob_seen.until_seq(4).await;
+    alice_seen.until_seq(Seq::new(4)).await;
+    bob_seen.until_seq(Seq::new(4)).await;
     assert_eq!(bodies(&alice), ["hello, edited"]);
     assert_eq!(bodies(&bob), ["hello, edited"]);
     assert!(alice.messages()[0].edited);
@@ -195,10 +195,10 @@ async fn two_clients_resume_after_a_server_restart_with_no_gap_and_no_duplicate(
     .await;
     let resent = alice_seen.new_with_body("sent while down").await;
     assert_eq!(resent.client_id.as_deref(), Some(queued.as_str()));
-    alice_seen.until_seq(6).await;
-    bob_seen.until_seq(6).await;
+    alice_seen.until_seq(Seq::new(6)).await;
+    bob_seen.until_seq(Seq::new(6)).await;
 
-    let every_seq: Vec<Seq> = (1..=6).collect();
+    let every_seq: Vec<Seq> = (1..=6).map(Seq::new).collect();
     assert_eq!(alice_seen.seqs, every_seq, "alice: a gap or a duplicate");
     assert_eq!(bob_seen.seqs, every_seq, "bob: a gap or a duplicate");
     let want = ["hello, edited", "stored while down", "sent while down"];
@@ -220,7 +220,10 @@ async fn two_clients_resume_after_a_server_restart_with_no_gap_and_no_duplicate(
         .expect("read")
         .expect("room")
         .id;
-    let stored = storage.events_since(room_id, 0, 100).await.expect("events");
+    let stored = storage
+        .events_since(room_id, Seq::ZERO, 100)
+        .await
+        .expect("events");
     assert_eq!(stored.len(), 6);
     let live = storage.history(room_id, None, 100).await.expect("history");
     let live: Vec<_> = live.iter().map(|m| m.id).collect();

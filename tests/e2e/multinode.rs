@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use roomcast_app::FixtureRoom;
-use roomcast_domain::{RoomId, RoomSlug, UserId, Username};
+use roomcast_domain::{RoomId, RoomSlug, Seq, UserId, Username};
 use serde_json::{Value, json};
 
 use crate::harness::{TestApp, Ws, spawn_node};
@@ -53,7 +53,7 @@ pub(crate) async fn room_id(node: &TestApp, room: &FixtureRoom) -> RoomId {
         .id
 }
 
-async fn last_seq(node: &TestApp, room: RoomId) -> u64 {
+async fn last_seq(node: &TestApp, room: RoomId) -> Seq {
     node.server()
         .state()
         .storage()
@@ -310,13 +310,13 @@ async fn redis_dying_while_messages_flow_loses_nothing_and_duplicates_nothing() 
         poster_a.send_json(text(&format!("tail{tail}"))).await;
     }
     let room_id = room_id(&nodes[0], room).await;
-    let expected = 2 * ROUNDS as u64 + 5;
+    let expected = Seq::new(2 * ROUNDS as u64 + 5);
     while last_seq(&nodes[0], room_id).await < expected {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     redis.restart().await;
-    let last = last_seq(&nodes[0], room_id).await;
-    assert_eq!(last, expected, "every post was stored");
+    let last = last_seq(&nodes[0], room_id).await.get();
+    assert_eq!(Seq::new(last), expected, "every post was stored");
     for (w, ws) in watchers.iter_mut().enumerate() {
         events_until(ws, seen[w], last).await;
     }

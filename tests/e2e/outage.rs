@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use roomcast_domain::{RoomSlug, Username};
+use roomcast_domain::{RoomSlug, Seq, Username};
 use serde_json::{Value, json};
 
 use crate::harness::{Options, Ws, spawn_app_in};
@@ -357,7 +357,7 @@ async fn check_tables(url: &str, host: &str, slug: &str, total: usize) {
         .expect("room");
     assert_eq!(store.last_seq(room.id).await.expect("seq"), total as u64);
     let events = store
-        .events_since(room.id, 0, 10_000)
+        .events_since(room.id, Seq::ZERO, 10_000)
         .await
         .expect("events");
     let messages = store.history(room.id, None, 10_000).await.expect("history");

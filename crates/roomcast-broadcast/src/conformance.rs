@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use roomcast_domain::{RoomId, UserId, Username};
+use roomcast_domain::{RoomId, Seq, UserId, Username};
 use tokio::sync::{Mutex, mpsc};
 
 use crate::presence::{PresenceChange, PresenceNotice};
@@ -92,7 +92,7 @@ impl Inbox for RecordingInbox {
 
 fn event(seq: u64, text: &str) -> Envelope {
     Envelope::Event {
-        seq,
+        seq: Seq::new(seq),
         frame: Bytes::from(text.to_owned()),
     }
 }

@@ -282,7 +282,7 @@ impl Hub {
         self.read_presence(room).await;
         match self.local.backfill.last_seq(room).await {
             Ok(last) => {
-                self.local.start_at(room, last + 1);
+                self.local.start_at(room, last.next());
                 Ok(feed)
             }
             Err(e) => {
@@ -700,13 +700,13 @@ impl LocalRooms {
             };
             let fetched = self
                 .backfill
-                .events_after(room, next.saturating_sub(1), RESYNC_PAGE)
+                .events_after(room, next.prev(), RESYNC_PAGE)
                 .await;
             let mut order = lock(&local.order);
             match fetched {
                 Ok(envelopes) => {
                     let full = envelopes.len() >= RESYNC_PAGE as usize;
-                    tracing::debug!(%room, after = next - 1, count = envelopes.len(), "room resynced from storage");
+                    tracing::debug!(%room, after = %next.prev(), count = envelopes.len(), "room resynced from storage");
                     for env in envelopes {
                         if let Some(seq) = env.seq() {
                             order.early.entry(seq).or_insert(env);
@@ -746,7 +746,7 @@ impl LocalRooms {
             } else if seq == next {
                 // No receiver left is fine: the room is being left.
                 let _ = local.tx.send(Arc::new(entry.remove()));
-                next += 1;
+                next = next.next();
             } else {
                 break;
             }
@@ -770,7 +770,7 @@ impl LocalRooms {
         let gap = {
             let mut order = lock(&local.order);
             match (order.next, order.early.keys().next()) {
-                (Some(next), Some(&first)) if first > next => Some((next - 1, first)),
+                (Some(next), Some(&first)) if first > next => Some((next.prev(), first)),
                 _ => {
                     order.repairing = false;
                     None
@@ -778,12 +778,12 @@ impl LocalRooms {
             }
         };
         let Some((after, until)) = gap else { return };
-        let missing = u32::try_from(until - after - 1).unwrap_or(u32::MAX);
+        let missing = u32::try_from(until.get() - after.get() - 1).unwrap_or(u32::MAX);
         let fetched = self.backfill.events_after(room, after, missing).await;
         let mut order = lock(&local.order);
         match fetched {
             Ok(envelopes) => {
-                tracing::debug!(%room, after, count = envelopes.len(), "gap filled from storage");
+                tracing::debug!(%room, %after, count = envelopes.len(), "gap filled from storage");
                 for env in envelopes {
                     if let Some(seq) = env.seq() {
                         order.early.entry(seq).or_insert(env);
@@ -831,7 +831,7 @@ impl Inbox for LocalRooms {
                     Some(next) if seq == next && order.early.is_empty() => {
                         // The hot path: in order, nothing waiting.
                         let _ = local.tx.send(Arc::new(envelope));
-                        order.next = Some(next + 1);
+                        order.next = Some(next.next());
                     }
                     Some(next) if seq < next => {} // already sent
                     _ => {
@@ -861,7 +861,7 @@ mod tests {
     #[async_trait]
     impl Backfill for Stored {
         async fn last_seq(&self, _room: RoomId) -> Result<Seq, BroadcastError> {
-            Ok(lock(&self.events).len() as Seq)
+            Ok(Seq::new(lock(&self.events).len() as u64))
         }
         async fn events_after(
             &self,
@@ -872,7 +872,7 @@ mod tests {
             self.fetches.fetch_add(1, Ordering::SeqCst);
             Ok(lock(&self.events)
                 .iter()
-                .skip(after as usize)
+                .skip(after.get() as usize)
                 .take(limit as usize)
                 .cloned()
                 .collect())
@@ -883,7 +883,7 @@ mod tests {
         fn store(&self, text: &str) -> Envelope {
             let mut events = lock(&self.events);
             let env = Envelope::Event {
-                seq: events.len() as Seq + 1,
+                seq: Seq::new(events.len() as u64 + 1),
                 frame: Bytes::from(text.to_owned()),
             };
             events.push(env.clone());
@@ -1025,7 +1025,7 @@ mod tests {
         let mut feed = hub.local.insert(room);
         hub.local.resync(room);
         stored.store("stored after the position was read");
-        hub.local.start_at(room, 1);
+        hub.local.start_at(room, Seq::new(1));
         assert_eq!(next_seq(&mut feed).await, 1);
     }
 

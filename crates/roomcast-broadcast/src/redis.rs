@@ -769,6 +769,7 @@ impl Drop for RedisLayer {
 mod tests {
     use super::*;
     use crate::conformance::RecordingInbox;
+    use roomcast_domain::Seq;
 
     /// A layer's receiving half without a Redis: what `on_payload` does
     /// with what arrives.
@@ -796,7 +797,7 @@ mod tests {
         let (room, left) = (RoomId::new(), RoomId::new());
         lock(&shared.rooms).live.insert(room);
         let event = Envelope::Event {
-            seq: 1,
+            seq: Seq::new(1),
             frame: Bytes::from_static(b"{}"),
         };
         let other = NodeId::random();
@@ -831,7 +832,7 @@ mod tests {
         shared.remember_unsent(
             b,
             &Envelope::Event {
-                seq: 1,
+                seq: Seq::new(1),
                 frame: Bytes::new(),
             },
         );

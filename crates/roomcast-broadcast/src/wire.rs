@@ -108,7 +108,7 @@ pub fn encode(node: NodeId, message: &WireMessage) -> Bytes {
     match message {
         WireMessage::Envelope(Envelope::Event { seq, frame }) => {
             out.put_u8(KIND_EVENT);
-            out.put_u64(*seq);
+            out.put_u64(seq.get());
             out.put_slice(frame);
         }
         WireMessage::Envelope(Envelope::Ephemeral { frame, from: None }) => {
@@ -156,7 +156,7 @@ pub fn decode(payload: &Bytes) -> Result<(NodeId, WireMessage), WireError> {
                 .and_then(|s| s.try_into().ok())
                 .ok_or(WireError::Truncated(payload.len()))?;
             WireMessage::Envelope(Envelope::Event {
-                seq: Seq::from_be_bytes(seq),
+                seq: Seq::new(u64::from_be_bytes(seq)),
                 frame: rest.slice(8..),
             })
         }
@@ -284,11 +284,11 @@ mod tests {
     #[test]
     fn every_kind_of_message_round_trips() {
         round_trip(WireMessage::Envelope(Envelope::Event {
-            seq: 42,
+            seq: Seq::new(42),
             frame: Bytes::from_static("{\"body\":\"é 😀\"}".as_bytes()),
         }));
         round_trip(WireMessage::Envelope(Envelope::Event {
-            seq: Seq::MAX,
+            seq: Seq::new(u64::MAX),
             frame: Bytes::new(),
         }));
         round_trip(WireMessage::Envelope(Envelope::Ephemeral {
@@ -337,7 +337,7 @@ mod tests {
         let bytes = encode(
             NodeId::random(),
             &WireMessage::Envelope(Envelope::Event {
-                seq: 1,
+                seq: Seq::new(1),
                 frame: frame.clone(),
             }),
         );
@@ -351,7 +351,7 @@ mod tests {
         let event = encode(
             node,
             &WireMessage::Envelope(Envelope::Event {
-                seq: 7,
+                seq: Seq::new(7),
                 frame: Bytes::from_static(b"x"),
             }),
         );
@@ -396,7 +396,7 @@ mod tests {
             encode(
                 node,
                 &WireMessage::Envelope(Envelope::Event {
-                    seq: 3,
+                    seq: Seq::new(3),
                     frame: Bytes::from_static(b"{\"seq\":3}"),
                 }),
             ),

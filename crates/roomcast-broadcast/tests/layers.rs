@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use roomcast_broadcast::conformance::{LayerFactory, RecordingInbox};
 use roomcast_broadcast::{ChannelLayer, Envelope, InMemoryBus, Inbox, RedisConfig, RedisLayer};
-use roomcast_domain::RoomId;
+use roomcast_domain::{RoomId, Seq};
 use tokio::sync::mpsc;
 
 mod memory {
@@ -183,7 +183,7 @@ async fn next(rx: &mut mpsc::UnboundedReceiver<Seen>) -> Seen {
 async fn delivered(rx: &mut mpsc::UnboundedReceiver<Seen>, room: RoomId, seq: u64) {
     loop {
         match next(rx).await {
-            Seen::Delivered(r, env) if r == room && env.seq() == Some(seq) => return,
+            Seen::Delivered(r, env) if r == room && env.seq() == Some(Seq::new(seq)) => return,
             Seen::Resync(_) => continue,
             other => panic!("expected event {seq}, got {other:?}"),
         }
@@ -192,7 +192,7 @@ async fn delivered(rx: &mut mpsc::UnboundedReceiver<Seen>, room: RoomId, seq: u6
 
 fn event(seq: u64) -> Envelope {
     Envelope::Event {
-        seq,
+        seq: Seq::new(seq),
         frame: Bytes::from(format!("{{\"seq\":{seq}}}")),
     }
 }

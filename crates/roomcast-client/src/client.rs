@@ -617,7 +617,7 @@ mod tests {
         }
     }
 
-    fn new_event(seq: Seq, body: &str, client_id: &str) -> String {
+    fn new_event(seq: u64, body: &str, client_id: &str) -> String {
         serde_json::json!({
             "type": "chat_message", "action": "new",
             "id": format!("0190a6a0-0000-7000-8000-{seq:012}"),
@@ -677,7 +677,7 @@ mod tests {
             .expect("send");
 
         let mut seqs = Vec::new();
-        while seqs.last() != Some(&2) {
+        while seqs.last() != Some(&Seq::new(2)) {
             let event = tokio::time::timeout(Duration::from_secs(5), events.next())
                 .await
                 .expect("in time")

@@ -57,7 +57,7 @@ impl ClientConfig {
             slug: RoomSlug::parse(slug)?,
             auth,
             origin: None,
-            since: 0,
+            since: Seq::ZERO,
             backoff: Backoff::default(),
             max_attempts: None,
             connect_timeout: Duration::from_secs(10),
@@ -96,7 +96,7 @@ mod tests {
         let config = ClientConfig::new("ws://127.0.0.1:9/ws/chat/", "user-0", "room-0", auth)
             .expect("valid");
         assert_eq!(
-            config.url(42),
+            config.url(Seq::new(42)),
             "ws://127.0.0.1:9/ws/chat/user-0/room-0?since=42"
         );
         assert!(!format!("{config:?}").contains("secret-token"));

@@ -75,7 +75,7 @@ impl MessageList {
         if seq <= self.last_seq {
             return Applied::Stale;
         }
-        self.missed += seq - self.last_seq - 1;
+        self.missed += seq.get() - self.last_seq.get() - 1;
         self.last_seq = seq;
         match message {
             ChatMessage::New(new) => match self.position(new) {
@@ -115,7 +115,7 @@ mod tests {
         Timestamp::parse(&format!("2024-05-01T12:00:{second:02}Z")).expect("ts")
     }
 
-    fn new(seq: Seq, n: u8, body: &str) -> ServerFrame {
+    fn new(seq: u64, n: u8, body: &str) -> ServerFrame {
         ServerFrame::Message(ChatMessage::New(NewFrame {
             id: id(n),
             user: Username::parse("alice").expect("name"),
@@ -125,23 +125,26 @@ mod tests {
             edited: false,
             updated: at(0),
             user_avatar: None,
-            seq,
+            seq: Seq::new(seq),
             client_id: None,
         }))
     }
 
-    fn update(seq: Seq, n: u8, body: &str) -> ServerFrame {
+    fn update(seq: u64, n: u8, body: &str) -> ServerFrame {
         ServerFrame::Message(ChatMessage::Update(UpdateFrame {
             id: id(n),
             body: body.into(),
             edited: true,
             updated: at(9),
-            seq,
+            seq: Seq::new(seq),
         }))
     }
 
-    fn delete(seq: Seq, n: u8) -> ServerFrame {
-        ServerFrame::Message(ChatMessage::Delete(DeleteFrame { id: id(n), seq }))
+    fn delete(seq: u64, n: u8) -> ServerFrame {
+        ServerFrame::Message(ChatMessage::Delete(DeleteFrame {
+            id: id(n),
+            seq: Seq::new(seq),
+        }))
     }
 
     fn bodies(list: &MessageList) -> Vec<&str> {
@@ -173,7 +176,7 @@ mod tests {
 
     #[test]
     fn events_at_or_below_the_last_seq_are_dropped_so_nothing_applies_twice() {
-        let mut list = MessageList::starting_at(1);
+        let mut list = MessageList::starting_at(Seq::new(1));
         assert_eq!(list.apply(&new(1, 1, "old")), Applied::Stale);
         assert_eq!(list.apply(&new(2, 2, "b")), Applied::Applied);
         assert_eq!(list.apply(&new(2, 2, "b")), Applied::Stale);
@@ -198,7 +201,7 @@ mod tests {
         let mut list = MessageList::default();
         list.apply(&new(1, 1, "a"));
         list.apply(&new(2, 2, "b"));
-        let reset = ServerFrame::Event(ChatEvent::Reset { seq: 0 });
+        let reset = ServerFrame::Event(ChatEvent::Reset { seq: Seq::ZERO });
         assert_eq!(list.apply(&reset), Applied::Reset);
         assert!(list.messages().is_empty());
         assert_eq!(list.last_seq(), 0);
@@ -208,11 +211,11 @@ mod tests {
 
     #[test]
     fn ephemeral_and_control_events_pass_through() {
-        let mut list = MessageList::starting_at(4);
+        let mut list = MessageList::starting_at(Seq::new(4));
         let typing = ServerFrame::Event(ChatEvent::Typing {
             user: Username::parse("bob").expect("name"),
         });
-        let synced = ServerFrame::Event(ChatEvent::Synced { seq: 4 });
+        let synced = ServerFrame::Event(ChatEvent::Synced { seq: Seq::new(4) });
         assert_eq!(list.apply(&typing), Applied::Passed);
         assert_eq!(list.apply(&synced), Applied::Passed);
         assert_eq!(list.last_seq(), 4);

@@ -20,7 +20,7 @@ pub use body::{
     BodyError, ClientId, ClientIdError, MAX_BODY_CHARS, MAX_CLIENT_ID_CHARS, MessageBody,
 };
 pub use entities::{Message, Room, User};
-pub use event::{Event, EventKind, Seq};
+pub use event::{Event, EventKind, NegativeSeq, Seq};
 pub use ids::{IdError, MessageId, RoomId, UserId};
 pub use names::{MAX_NAME_CHARS, NameError, RoomSlug, Username};
 pub use timestamp::Timestamp;

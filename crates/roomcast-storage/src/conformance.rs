@@ -12,7 +12,7 @@
 use std::collections::HashSet;
 
 use roomcast_domain::{
-    ClientId, EventKind, MessageBody, MessageId, RoomId, RoomSlug, User, UserId, Username,
+    ClientId, EventKind, MessageBody, MessageId, RoomId, RoomSlug, Seq, User, UserId, Username,
 };
 
 use crate::{
@@ -95,7 +95,7 @@ async fn room(store: &Storage, host: &User, s: &str) -> RoomId {
         .id
 }
 
-async fn post(store: &Storage, room_id: RoomId, author: &User, text: &str) -> (MessageId, u64) {
+async fn post(store: &Storage, room_id: RoomId, author: &User, text: &str) -> (MessageId, Seq) {
     let posted = store
         .post_message(NewMessage {
             room_id,
@@ -320,14 +320,23 @@ pub async fn posts_get_consecutive_seqs_per_room(store: Storage) {
     }
     assert_eq!(seqs, vec![1, 1, 2, 2, 3, 3]);
     assert_eq!(store.last_seq(one).await.expect("seq"), 3);
-    assert_eq!(store.log_bounds(one).await.expect("bounds"), (3, 1));
+    assert_eq!(
+        store.log_bounds(one).await.expect("bounds"),
+        (Seq::new(3), Seq::new(1))
+    );
     let empty = room(&store, &alice, "empty").await;
-    assert_eq!(store.log_bounds(empty).await.expect("bounds"), (0, 1));
+    assert_eq!(
+        store.log_bounds(empty).await.expect("bounds"),
+        (Seq::new(0), Seq::new(1))
+    );
     assert!(matches!(
         store.log_bounds(RoomId::new()).await,
         Err(StorageError::NotFound)
     ));
-    let events = store.events_since(one, 1, 100).await.expect("since");
+    let events = store
+        .events_since(one, Seq::new(1), 100)
+        .await
+        .expect("since");
     assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2, 3]);
     match &events[0].kind {
         EventKind::New(m) => {
@@ -433,7 +442,10 @@ pub async fn deleted_bodies_are_never_served_again(store: Storage) {
         .delete_message(room_id, alice.id, id)
         .await
         .expect("delete");
-    let events = store.events_since(room_id, 0, 100).await.expect("since");
+    let events = store
+        .events_since(room_id, Seq::ZERO, 100)
+        .await
+        .expect("since");
     assert_eq!(
         events.iter().map(|e| e.seq).collect::<Vec<_>>(),
         vec![1, 2, 3, 4]
@@ -524,11 +536,11 @@ pub async fn concurrent_posts_get_every_seq_exactly_once(store: Storage) {
     let want: Vec<u64> = (1..=(WRITERS * EACH) as u64).collect();
     assert_eq!(all, want);
     let logged: Vec<u64> = store
-        .events_since(room_id, 0, 10_000)
+        .events_since(room_id, Seq::ZERO, 10_000)
         .await
         .expect("since")
         .iter()
-        .map(|e| e.seq)
+        .map(|e| e.seq.get())
         .collect();
     assert_eq!(logged, want);
     assert_eq!(
@@ -716,11 +728,11 @@ pub async fn several_handles_share_one_sequence(handles: Vec<Storage>) {
     assert_eq!(all, want);
     for store in &handles {
         let logged: Vec<u64> = store
-            .events_since(room_id, 0, 10_000)
+            .events_since(room_id, Seq::ZERO, 10_000)
             .await
             .expect("since")
             .iter()
-            .map(|e| e.seq)
+            .map(|e| e.seq.get())
             .collect();
         assert_eq!(logged, want, "every handle sees the same log");
     }
@@ -912,11 +924,17 @@ pub async fn retention_prunes_old_events_but_keeps_messages(store: Storage) {
         3,
         "empty log: last_seq + 1"
     );
-    assert_eq!(store.log_bounds(room_id).await.expect("bounds"), (2, 3));
+    assert_eq!(
+        store.log_bounds(room_id).await.expect("bounds"),
+        (Seq::new(2), Seq::new(3))
+    );
     let (_, seq) = post(&store, room_id, &alice, "new").await;
     assert_eq!(seq, 3, "seq keeps counting after pruning");
     assert_eq!(store.first_kept_seq(room_id).await.expect("first"), 3);
-    assert_eq!(store.log_bounds(room_id).await.expect("bounds"), (3, 3));
+    assert_eq!(
+        store.log_bounds(room_id).await.expect("bounds"),
+        (Seq::new(3), Seq::new(3))
+    );
     assert_eq!(
         store
             .history(room_id, None, 10)
@@ -926,11 +944,11 @@ pub async fn retention_prunes_old_events_but_keeps_messages(store: Storage) {
         3
     );
     let since: Vec<u64> = store
-        .events_since(room_id, 0, 10)
+        .events_since(room_id, Seq::ZERO, 10)
         .await
         .expect("since")
         .iter()
-        .map(|e| e.seq)
+        .map(|e| e.seq.get())
         .collect();
     assert_eq!(since, vec![3]);
 }

@@ -96,14 +96,13 @@ fn ts<R: StoredRow>(row: &R, col: &str) -> Result<Timestamp, StorageError> {
 
 /// A seq as the schemas store it: a BIGINT that is never negative.
 pub(crate) fn seq<R: StoredRow>(row: &R, col: &str) -> Result<Seq, StorageError> {
-    let raw = row.int(col)?;
-    Seq::try_from(raw).map_err(|_| corrupt(format!("{col} is negative: {raw}")))
+    Seq::try_from(row.int(col)?).map_err(|e| corrupt(format!("{col}: {e}")))
 }
 
 /// A seq as a query parameter. Seqs past `i64::MAX` are never stored, so
 /// such a bound compares like the largest storable one.
 pub(crate) fn seq_param(seq: Seq) -> i64 {
-    i64::try_from(seq).unwrap_or(i64::MAX)
+    i64::try_from(seq.get()).unwrap_or(i64::MAX)
 }
 
 fn username<R: StoredRow>(row: &R, col: &str) -> Result<Username, StorageError> {

@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 
 use crate::{NewMessage, Posted, StorageError};
 use roomcast_domain::{
-    ClientId, Event, EventKind, Message, MessageBody, MessageId, RoomId, Timestamp, UserId,
+    ClientId, Event, EventKind, Message, MessageBody, MessageId, RoomId, Seq, Timestamp, UserId,
 };
 
 /// Event actions as both schemas store them.
@@ -234,7 +234,7 @@ impl Planner {
                 })
                 .map_err(StorageError::Corrupt);
         }
-        let seq = self.next_seq(new.room_id).ok_or(StorageError::NotFound)?;
+        let (seq, event_seq) = self.next_seq(new.room_id)?;
         let id = MessageId::new();
         let now = Timestamp::now();
         self.rows.messages.push(MessageRow {
@@ -260,7 +260,7 @@ impl Planner {
         });
         let event = Event {
             room_id: new.room_id,
-            seq: seq.max(0) as u64,
+            seq: event_seq,
             kind: EventKind::New(Message {
                 id,
                 room_id: new.room_id,
@@ -272,7 +272,7 @@ impl Planner {
                 updated: now,
                 edited: false,
                 client_id: new.client_id.clone(),
-                seq: seq.max(0) as u64,
+                seq: event_seq,
             }),
         };
         if let Some(key) = key {
@@ -298,7 +298,7 @@ impl Planner {
             Some(m) if m.room == room => return Err(StorageError::Forbidden),
             _ => return Err(StorageError::NotFound),
         }
-        let seq = self.next_seq(room).ok_or(StorageError::NotFound)?;
+        let (seq, event_seq) = self.next_seq(room)?;
         let now = Timestamp::now();
         let (action, body, edited, kind) = match change {
             Change::Edit(body) => {
@@ -350,16 +350,22 @@ impl Planner {
         });
         Ok(WriteOutcome::Event(Event {
             room_id: room,
-            seq: seq.max(0) as u64,
+            seq: event_seq,
             kind,
         }))
     }
 
-    /// Takes the room's next seq; `None` when the room does not exist.
-    fn next_seq(&mut self, room: RoomId) -> Option<i64> {
-        let seq = self.known.last_seq.get_mut(&room)?;
-        *seq += 1;
-        Some(*seq)
+    /// Takes the room's next seq, as rows store it and as events carry
+    /// it; `NotFound` when the room does not exist.
+    fn next_seq(&mut self, room: RoomId) -> Result<(i64, Seq), StorageError> {
+        let stored = self
+            .known
+            .last_seq
+            .get_mut(&room)
+            .ok_or(StorageError::NotFound)?;
+        *stored += 1;
+        let seq = Seq::try_from(*stored).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+        Ok((*stored, seq))
     }
 
     /// The rows to write: the batch's events and messages, plus each room

@@ -233,7 +233,11 @@ async fn a_commit_whose_answer_is_lost_is_answered_as_stored() {
     assert!(!posted.duplicate);
     assert_eq!(posted.event.seq, 1);
 
-    let log = t.direct.events_since(t.room, 0, 10).await.expect("read");
+    let log = t
+        .direct
+        .events_since(t.room, roomcast_domain::Seq::ZERO, 10)
+        .await
+        .expect("read");
     assert_eq!(log.len(), 1, "stored exactly once");
     assert_eq!(log[0].seq, 1);
     assert_eq!(log[0].message_id(), posted.event.message_id());
@@ -259,7 +263,7 @@ async fn a_commit_lost_on_its_way_is_answered_unavailable() {
     );
     assert!(
         t.direct
-            .events_since(t.room, 0, 10)
+            .events_since(t.room, roomcast_domain::Seq::ZERO, 10)
             .await
             .expect("read")
             .is_empty()

@@ -85,6 +85,6 @@ async fn publish(app: &AppState, room: RoomId, event: &Event) {
         EventKind::Delete { .. } => "delete",
     });
     if let Err(e) = app.hub().publish(room, encode_event(event)).await {
-        tracing::warn!(error = %e, room = %room, seq = event.seq, "publish to other nodes failed");
+        tracing::warn!(error = %e, room = %room, seq = %event.seq, "publish to other nodes failed");
     }
 }

@@ -485,7 +485,7 @@ async fn start(
     let Some(since) = session.since else {
         return Ok(current);
     };
-    if since > current || since + 1 < session.first_kept {
+    if since > current || since.next() < session.first_kept {
         // A position this room never had (another server, a reset log), or
         // one older than the kept log: the client reloads over HTTP.
         let reset = ServerFrame::Event(ChatEvent::Reset { seq: current });
@@ -616,8 +616,8 @@ impl Writer<'_> {
                 if seq <= self.last {
                     return Ok(()); // already sent (replay, or a duplicate)
                 }
-                if seq > self.last + 1 {
-                    Box::pin(self.catch_up(seq - 1)).await?;
+                if seq > self.last.next() {
+                    Box::pin(self.catch_up(seq.prev())).await?;
                 }
                 self.push(utf8(frame)).await?;
                 self.last = seq;
@@ -646,7 +646,7 @@ impl Writer<'_> {
     /// Sends stored events after `self.last` up to `until` from storage.
     async fn catch_up(&mut self, until: Seq) -> Result<(), End> {
         while self.last < until {
-            let want = u32::try_from(until - self.last)
+            let want = u32::try_from(until.get() - self.last.get())
                 .unwrap_or(CATCH_UP_PAGE)
                 .min(CATCH_UP_PAGE);
             let events = self

@@ -199,7 +199,11 @@ async fn join_at_current(
     })?;
     let position = match since {
         Some(_) => app.storage().log_bounds(room.id).await,
-        None => app.storage().last_seq(room.id).await.map(|s| (s, 1)),
+        None => app
+            .storage()
+            .last_seq(room.id)
+            .await
+            .map(|s| (s, Seq::new(1))),
     };
     match position {
         Ok((current, first_kept)) => Ok((feed, current, first_kept)),

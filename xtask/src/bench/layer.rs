@@ -91,7 +91,7 @@ struct NoStorage;
 #[async_trait]
 impl Backfill for NoStorage {
     async fn last_seq(&self, _room: RoomId) -> Result<Seq, BroadcastError> {
-        Ok(0)
+        Ok(Seq::ZERO)
     }
     async fn events_after(
         &self,
@@ -266,7 +266,7 @@ async fn latency(kind: Kind, params: &Params) -> anyhow::Result<Latency> {
             next_room = (next_room + 1) % rooms.len();
             seqs[i] += 1;
             let envelope = Envelope::Event {
-                seq: seqs[i],
+                seq: Seq::new(seqs[i]),
                 frame: frame(epoch, params.size),
             };
             if let Err(e) = a.publish(rooms[i], envelope).await {
@@ -328,7 +328,7 @@ async fn throughput(params: &Params) -> anyhow::Result<(f64, u64, u64)> {
             while started.elapsed() < run_for {
                 seq += 1;
                 let envelope = Envelope::Event {
-                    seq,
+                    seq: Seq::new(seq),
                     frame: frame(epoch, size),
                 };
                 if a.layer().publish(room, envelope).await.is_err() {

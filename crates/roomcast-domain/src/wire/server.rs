@@ -249,7 +249,7 @@ mod tests {
             updated: Timestamp::parse("2024-05-01T12:00:00Z").expect("ts"),
             edited: false,
             client_id: None,
-            seq: 1,
+            seq: Seq::new(1),
         }
     }
 
@@ -258,7 +258,7 @@ mod tests {
         let m = sample_message();
         let event = Event {
             room_id: m.room_id,
-            seq: 1,
+            seq: Seq::new(1),
             kind: EventKind::New(m),
         };
         assert_eq!(
@@ -279,7 +279,7 @@ mod tests {
         let room_id = RoomId::new();
         let update = Event {
             room_id,
-            seq: 2,
+            seq: Seq::new(2),
             kind: EventKind::Update {
                 id,
                 body: "b".into(),
@@ -289,7 +289,7 @@ mod tests {
         };
         let delete = Event {
             room_id,
-            seq: 3,
+            seq: Seq::new(3),
             kind: EventKind::Delete { id },
         };
         let cases = [
@@ -306,7 +306,7 @@ mod tests {
                 r#"{"error":"Message not found.","code":"not_found"}"#,
             ),
             (
-                ServerFrame::Event(ChatEvent::Synced { seq: 9 }).to_json(),
+                ServerFrame::Event(ChatEvent::Synced { seq: Seq::new(9) }).to_json(),
                 r#"{"type":"chat_event","action":"synced","seq":9}"#,
             ),
         ];
@@ -321,7 +321,7 @@ mod tests {
         m.client_id = Some(crate::ClientId::parse("k1").expect("valid"));
         let frame = ServerFrame::from_event(&Event {
             room_id: m.room_id,
-            seq: 5,
+            seq: Seq::new(5),
             kind: EventKind::New(m),
         });
         assert_eq!(

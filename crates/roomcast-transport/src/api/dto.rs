@@ -60,6 +60,7 @@ pub(crate) struct RoomDetailDto {
     #[serde(flatten)]
     pub room: RoomDto,
     pub participants: Vec<UserDto>,
+    #[schema(value_type = u64)]
     pub last_seq: Seq,
 }
 
@@ -75,6 +76,7 @@ pub(crate) struct MessageDto {
     pub updated: String,
     #[serde(rename = "userAvatar")]
     pub user_avatar: Option<String>,
+    #[schema(value_type = u64)]
     pub seq: Seq,
     #[serde(rename = "clientId", skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
@@ -107,6 +109,7 @@ impl From<&Message> for MessageDto {
 pub(crate) struct HistoryDto {
     /// Oldest first within the page.
     pub messages: Vec<MessageDto>,
+    #[schema(value_type = u64)]
     pub last_seq: Seq,
 }
 
