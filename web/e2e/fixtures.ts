@@ -47,7 +47,7 @@ export async function shareRoom(server: RoomcastServer, host: Page, guest: Page,
   await expect(host.getByRole("status")).toHaveText("connected");
   await host.getByLabel("Add participant").fill(guestName);
   await host.getByRole("button", { name: "Add", exact: true }).click();
-  await expect(host.getByRole("alert").filter({ hasText: `${guestName} was added` })).toBeVisible();
+  await expect(host.getByText(`${guestName} was added to the room.`)).toBeVisible();
   const link = new URL(host.url()).pathname;
   await guest.goto(server.url + link);
   await expect(guest.getByRole("status")).toHaveText("connected");

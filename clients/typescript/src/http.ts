@@ -91,15 +91,8 @@ export class Client {
     this.storage = options.storage ?? null;
     this.storageKey = options.storageKey ?? "roomcast.session";
     this.margin = options.refreshMarginMs ?? 60_000;
-    const raw = this.storage?.getItem(this.storageKey);
-    if (raw) {
-      try {
-        const saved = JSON.parse(raw) as Saved;
-        if (saved.user && saved.token && saved.refresh) this.setSession(saved, false);
-      } catch {
-        this.storage?.removeItem(this.storageKey);
-      }
-    }
+    const saved = this.readStored();
+    if (saved) this.setSession(saved, false);
   }
 
   /** The signed-in user, or `null`. */
@@ -158,6 +151,13 @@ export class Client {
     if (this.refreshing) return this.refreshing;
     const current = this.saved;
     if (!current) return Promise.reject(new ApiError(401, "unauthorized", "Not signed in."));
+    // Another tab of this page may have rotated the pair already: refresh
+    // tokens are single-use, so take its pair instead of spending ours.
+    const shared = this.readStored();
+    if (shared && shared.user.id === current.user.id && shared.refresh !== current.refresh) {
+      this.setSession(shared, false);
+      return Promise.resolve();
+    }
     this.refreshing = (async () => {
       try {
         const pair = await this.request<TokenPair>("POST", "/api/auth/refresh", { refresh: current.refresh }, false);
@@ -273,6 +273,16 @@ export class Client {
       throw new ApiError(res.status, err.code ?? "http_" + res.status, err.error ?? `HTTP ${res.status}`);
     }
     return json as T;
+  }
+
+  private readStored(): Saved | null {
+    try {
+      const raw = this.storage?.getItem(this.storageKey);
+      const saved = raw ? (JSON.parse(raw) as Saved) : null;
+      return saved?.user && saved.token && saved.refresh ? saved : null;
+    } catch {
+      return null;
+    }
   }
 
   private setSession(saved: Saved, persist: boolean): void {

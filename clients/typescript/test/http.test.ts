@@ -94,6 +94,21 @@ test("a refused refresh token ends the session and tells listeners", async () =>
   assert.deepEqual(heard, [null]);
 });
 
+test("a pair another tab rotated is taken over instead of spending a used refresh token", async () => {
+  const clock = new FakeClock();
+  const http = new FakeHttp().on("POST /api/auth/refresh", () => ({ status: 401, body: { error: "used", code: "unauthorized" } }));
+  const storage = memory();
+  const exp = Math.floor(clock.now() / 1000) + 600;
+  storage.setItem("roomcast.session", JSON.stringify({ user: alice, token: token(exp, "tab"), refresh: "r1" }));
+  const client = new Client({ baseUrl: "http://server", fetch: http.fetch, clock, storage });
+  // The other tab refreshed: r1 is spent, r2 is in the shared storage.
+  storage.setItem("roomcast.session", JSON.stringify({ user: alice, token: token(exp + 600, "other"), refresh: "r2" }));
+  await client.refresh();
+  assert.equal(http.count("POST /api/auth/refresh"), 0);
+  assert.equal(client.user?.username, "alice");
+  assert.equal(client.token, token(exp + 600, "other"));
+});
+
 test("refreshes are shared: concurrent callers make one request", async () => {
   const clock = new FakeClock();
   const http = new FakeHttp().on("POST /api/auth/refresh", () => ({ status: 200, body: { token: token(9_999_999_999), refresh: "r2" } }));
