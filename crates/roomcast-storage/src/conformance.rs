@@ -45,6 +45,10 @@ macro_rules! conformance_tests {
             logins_find_users_by_username_or_email,
             refresh_tokens_rotate_once_and_replays_revoke_the_family,
             retention_prunes_old_events_but_keeps_messages,
+            read_positions_only_move_forward_up_to_the_last_seq,
+            unread_counts_live_messages_of_others_through_edits_and_deletes,
+            unread_counts_stay_exact_under_batched_writes,
+            room_lists_carry_each_rooms_read_state,
         );
     };
     (@each $factory:expr; $($check:ident),* $(,)?) => {
@@ -951,4 +955,227 @@ pub async fn retention_prunes_old_events_but_keeps_messages(store: Storage) {
         .map(|e| e.seq.get())
         .collect();
     assert_eq!(since, vec![3]);
+}
+
+async fn unread(store: &Storage, room_id: RoomId, who: &User) -> u64 {
+    store
+        .read_state(room_id, who.id)
+        .await
+        .expect("read state")
+        .expect("a participant")
+        .unread
+}
+
+pub async fn read_positions_only_move_forward_up_to_the_last_seq(store: Storage) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let carol = user(&store, "carol").await;
+    let room_id = room(&store, &alice, "reading").await;
+    store.add_participant(room_id, bob.id).await.expect("add");
+    for i in 0..5 {
+        post(&store, room_id, &alice, &format!("m{i}")).await;
+    }
+    let mark = store.mark_read(room_id, bob.id, 3).await.expect("read");
+    assert!(mark.moved);
+    assert_eq!((mark.state.read_seq, mark.state.last_seq), (3, 5));
+    assert_eq!(mark.state.unread, 2);
+    let back = store.mark_read(room_id, bob.id, 2).await.expect("read");
+    assert!(!back.moved, "a read position never moves back");
+    assert_eq!(back.state.read_seq, 3);
+    let same = store.mark_read(room_id, bob.id, 3).await.expect("read");
+    assert!(!same.moved);
+    let past = store.mark_read(room_id, bob.id, 1_000).await.expect("read");
+    assert!(past.moved);
+    assert_eq!(past.state.read_seq, 5, "clamped to the room's last seq");
+    assert_eq!(past.state.unread, 0);
+    let huge = store
+        .mark_read(room_id, bob.id, u64::MAX)
+        .await
+        .expect("read");
+    assert!(!huge.moved);
+    assert!(matches!(
+        store.mark_read(room_id, carol.id, 1).await,
+        Err(StorageError::NotFound)
+    ));
+    assert_eq!(
+        store.read_state(room_id, carol.id).await.expect("state"),
+        None
+    );
+    // Durable: another look at the database sees the same position.
+    assert_eq!(
+        store
+            .read_state(room_id, bob.id)
+            .await
+            .expect("state")
+            .map(|s| s.read_seq),
+        Some(5)
+    );
+}
+
+pub async fn unread_counts_live_messages_of_others_through_edits_and_deletes(store: Storage) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let room_id = room(&store, &alice, "counting").await;
+    store.add_participant(room_id, bob.id).await.expect("add");
+    let (a1, _) = post(&store, room_id, &alice, "a1").await;
+    let (_b1, _) = post(&store, room_id, &bob, "b1").await;
+    let (a2, _) = post(&store, room_id, &alice, "a2").await;
+    let (a3, s3) = post(&store, room_id, &alice, "a3").await;
+    assert_eq!(
+        unread(&store, room_id, &bob).await,
+        3,
+        "others' messages only"
+    );
+    assert_eq!(unread(&store, room_id, &alice).await, 1);
+
+    store
+        .edit_message(room_id, alice.id, a3, body("a3 edited"))
+        .await
+        .expect("edit");
+    assert_eq!(
+        unread(&store, room_id, &bob).await,
+        3,
+        "an edit is not a new unread message"
+    );
+    store.mark_read(room_id, bob.id, s3).await.expect("read");
+    assert_eq!(unread(&store, room_id, &bob).await, 0);
+
+    // Deleting a read message leaves the count; deleting an unread one lowers it.
+    store
+        .delete_message(room_id, alice.id, a1)
+        .await
+        .expect("delete");
+    assert_eq!(unread(&store, room_id, &bob).await, 0);
+    let (a4, _) = post(&store, room_id, &alice, "a4").await;
+    post(&store, room_id, &alice, "a5").await;
+    assert_eq!(unread(&store, room_id, &bob).await, 2);
+    store
+        .delete_message(room_id, alice.id, a4)
+        .await
+        .expect("delete");
+    assert_eq!(unread(&store, room_id, &bob).await, 1);
+    // A message of my own being deleted changes nothing for me.
+    store
+        .delete_message(room_id, alice.id, a2)
+        .await
+        .expect("delete");
+    assert_eq!(unread(&store, room_id, &alice).await, 1);
+    assert_eq!(unread(&store, room_id, &bob).await, 1);
+
+    // Someone who leaves and comes back has read nothing, but has seen
+    // their own messages.
+    store
+        .remove_participant(room_id, bob.id)
+        .await
+        .expect("remove");
+    store.add_participant(room_id, bob.id).await.expect("add");
+    let state = store
+        .read_state(room_id, bob.id)
+        .await
+        .expect("state")
+        .expect("a participant");
+    assert_eq!(state.read_seq, 0);
+    assert_eq!(state.unread, 2, "a3 and a5; b1 is bob's own");
+}
+
+pub async fn unread_counts_stay_exact_under_batched_writes(store: Storage) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let rooms = [
+        room(&store, &alice, "one").await,
+        room(&store, &alice, "two").await,
+    ];
+    let mut old = Vec::new();
+    for room_id in rooms {
+        store.add_participant(room_id, bob.id).await.expect("add");
+        for i in 0..4 {
+            old.push((
+                room_id,
+                post(&store, room_id, &alice, &format!("old {i}")).await.0,
+            ));
+        }
+        store.mark_read(room_id, bob.id, 2).await.expect("read");
+    }
+    // Posts by both, edits and deletes of read and unread messages, queued
+    // together so that backends batch them into shared commits.
+    let mut pending = Vec::new();
+    for i in 0..30 {
+        for room_id in rooms {
+            let author = if i % 3 == 0 { &bob } else { &alice };
+            pending.push(
+                store
+                    .queue_write(WriteOp::Post(NewMessage {
+                        room_id,
+                        author: author.clone(),
+                        body: body(&format!("new {i}")),
+                        client_id: None,
+                    }))
+                    .await
+                    .expect("queued"),
+            );
+        }
+    }
+    for (room_id, id) in &old {
+        pending.push(
+            store
+                .queue_write(WriteOp::Delete {
+                    room: *room_id,
+                    author: alice.id,
+                    id: *id,
+                })
+                .await
+                .expect("queued"),
+        );
+    }
+    for p in pending {
+        p.await.expect("committed");
+    }
+    for room_id in rooms {
+        // Alice's 20 new ones are unread for bob; the old ones are gone.
+        assert_eq!(unread(&store, room_id, &bob).await, 20);
+        // Bob's 10 are unread for alice, who never read anything.
+        assert_eq!(unread(&store, room_id, &alice).await, 10);
+        let history = store.history(room_id, None, 100).await.expect("history");
+        let others_after = |who: UserId, after: u64| {
+            history
+                .iter()
+                .filter(|m| m.user_id != who && m.seq > after)
+                .count() as u64
+        };
+        let bob_state = store
+            .read_state(room_id, bob.id)
+            .await
+            .expect("state")
+            .expect("a participant");
+        assert_eq!(bob_state.unread, others_after(bob.id, bob_state.read_seq));
+    }
+}
+
+pub async fn room_lists_carry_each_rooms_read_state(store: Storage) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let quiet = room(&store, &alice, "quiet").await;
+    let busy = room(&store, &alice, "busy").await;
+    let elsewhere = room(&store, &bob, "elsewhere").await;
+    store.add_participant(busy, bob.id).await.expect("add");
+    for i in 0..3 {
+        post(&store, busy, &bob, &format!("b{i}")).await;
+    }
+    post(&store, elsewhere, &bob, "not alice's").await;
+    store.mark_read(busy, alice.id, 1).await.expect("read");
+    let list = store.room_list(alice.id).await.expect("list");
+    let got: Vec<_> = list
+        .iter()
+        .map(|l| (l.room.id, l.read.last_seq, l.read.read_seq, l.read.unread))
+        .collect();
+    assert_eq!(got, vec![(busy, 3, 1, 2), (quiet, 0, 0, 0)], "newest first");
+    assert_eq!(list[0].room.participants_count, 2);
+    let rooms_of: Vec<_> = store
+        .rooms_of(alice.id)
+        .await
+        .expect("rooms")
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(rooms_of, vec![busy, quiet]);
 }

@@ -22,6 +22,7 @@ mod credentials;
 mod error;
 mod model;
 pub mod postgres;
+mod read_state;
 mod repository;
 mod rows;
 pub mod sql;
@@ -36,8 +37,9 @@ pub use model::{
     Admission, CommitPolicy, NewMessage, NewRoom, NewUser, Posted, RoomSeed, SeededRoom,
 };
 pub use postgres::PgStore;
+pub use read_state::{ReadMark, ReadState, RoomListing};
 pub use repository::{
-    CredentialRepository, MessageRepository, RoomRepository, Store, UserRepository,
+    CredentialRepository, MessageRepository, ReadRepository, RoomRepository, Store, UserRepository,
 };
 pub use sqlite::SqliteStore;
 pub use write::{PendingWrite, WriteOp, WriteOutcome};

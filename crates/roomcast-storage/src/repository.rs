@@ -8,7 +8,8 @@ use roomcast_domain::{
 
 use crate::{
     Admission, Credentials, NewMessage, NewRefreshToken, NewRoom, NewUser, PendingWrite, Posted,
-    RefreshRefusal, RoomSeed, SeededRoom, StorageError, WriteOp, WriteOutcome,
+    ReadMark, ReadState, RefreshRefusal, RoomListing, RoomSeed, SeededRoom, StorageError, WriteOp,
+    WriteOutcome,
 };
 
 type Result<T> = std::result::Result<T, StorageError>;
@@ -121,6 +122,21 @@ pub trait MessageRepository: Send + Sync {
     ) -> Result<Vec<Message>>;
 }
 
+/// Read positions and unread counts (PROTOCOL.md: the `read` frame,
+/// `PUT .../read`, `GET /api/rooms`).
+#[async_trait]
+pub trait ReadRepository: Send + Sync {
+    /// Moves `user`'s read position in `room` forward to `seq`, clamped to
+    /// the room's last seq; never backwards. `NotFound` when the user does
+    /// not take part in the room.
+    async fn mark_read(&self, room: RoomId, user: UserId, seq: Seq) -> Result<ReadMark>;
+    /// `user`'s read state in `room`; `None` when not a participant.
+    async fn read_state(&self, room: RoomId, user: UserId) -> Result<Option<ReadState>>;
+    /// The rooms a user takes part in, newest first, each with the user's
+    /// read state: one row per room, whatever the rooms hold.
+    async fn room_list(&self, user: UserId) -> Result<Vec<RoomListing>>;
+}
+
 /// Passwords and refresh tokens.
 #[async_trait]
 pub trait CredentialRepository: Send + Sync {
@@ -145,7 +161,12 @@ pub trait CredentialRepository: Send + Sync {
 /// A whole backend: what the server holds as `Arc<dyn Store>`.
 #[async_trait]
 pub trait Store:
-    UserRepository + RoomRepository + MessageRepository + CredentialRepository + std::fmt::Debug
+    UserRepository
+    + RoomRepository
+    + MessageRepository
+    + ReadRepository
+    + CredentialRepository
+    + std::fmt::Debug
 {
     /// A cheap round trip to the database, for readiness checks.
     async fn health(&self) -> Result<()>;

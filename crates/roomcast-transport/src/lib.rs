@@ -26,6 +26,7 @@ mod http;
 mod metrics;
 mod password;
 mod rate;
+mod reads;
 mod replies;
 mod routes;
 mod server;

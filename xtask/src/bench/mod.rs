@@ -19,6 +19,7 @@ mod server;
 mod storage;
 mod traffic;
 mod trivial;
+mod unread;
 mod ws;
 
 use std::collections::HashMap;
@@ -40,6 +41,9 @@ scenarios:
                --rooms 50 --members 1 --duration 10
   storm        every socket dropped at once with traffic running; time to resume
                --rooms 1000 --members 10 --rate 2000 --duration 8 --storm-at 3
+  unread       GET /api/rooms' storage read: one user in --rooms 1000 of
+               --messages 10000 each, --calls 30, --backend sqlite|postgres
+               (both by default; in-process, no server)
   all          connections, fanout at 1000 and 10000, saturation (50 x 10, then
                1 room x 1000 members), persisted, storm
 
@@ -121,6 +125,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     match scenario {
         "storage" => return storage::run(&args[1..]),
         "layer" => return layer::run(&args[1..]),
+        "unread" => return unread::run(&args[1..]),
         _ => {}
     }
     if cfg!(debug_assertions) {

@@ -49,6 +49,7 @@ impl Backend for Postgres {
     const NAME: &'static str = "postgres";
     /// Emails are unique by `lower(email)` (`users_email_key`).
     const EMAIL_IS_PARAM_1: &'static str = "lower(email) = lower($1)";
+    const HOLD_ROOM_WRITES: &'static str = "SELECT 1 FROM rooms WHERE id = $1 FOR SHARE";
 
     /// Connects to and migrates the database at a `postgres://` URL; the
     /// database must exist.

@@ -20,6 +20,7 @@
 
 mod credentials;
 mod messages;
+mod reads;
 mod rooms;
 mod users;
 
@@ -51,6 +52,13 @@ pub trait Backend: Debug + Send + Sync + Sized + 'static {
     /// compared as the schema's unique rule on emails compares them, so
     /// the lookup uses that rule's index.
     const EMAIL_IS_PARAM_1: &'static str;
+    /// A statement that holds off message writes to the room `$1` until
+    /// the transaction ends, so that moving a read position and counting
+    /// the messages it passes agree with the writer's commits (a share
+    /// lock on the room row, which the writer updates in every batch).
+    /// SQLite needs none: a write statement holds its database's one
+    /// write lock from its start.
+    const HOLD_ROOM_WRITES: &'static str;
     /// Opens the database a URL names (creating what the backend may
     /// create), migrates it, and starts the writer.
     fn open(

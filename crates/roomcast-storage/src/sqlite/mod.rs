@@ -62,6 +62,10 @@ impl Backend for Sqlite {
     const NAME: &'static str = "sqlite";
     /// The column is declared `COLLATE NOCASE` and unique under it.
     const EMAIL_IS_PARAM_1: &'static str = "email = $1 COLLATE NOCASE";
+    // Nothing to hold (the UPDATE that follows takes the write lock before
+    // it reads), and nothing read: a read here would pin a snapshot that
+    // the UPDATE could not then upgrade once the writer had committed.
+    const HOLD_ROOM_WRITES: &'static str = "SELECT $1";
 
     async fn open(url: &str, policy: CommitPolicy) -> Result<(SqlitePool, Self)> {
         let options = SqliteConnectOptions::from_str(url)

@@ -64,6 +64,56 @@ pub(crate) struct RoomDetailDto {
     pub last_seq: Seq,
 }
 
+/// A room of `GET /api/rooms`: the room, where its event log stands and
+/// what the caller has read of it.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct RoomListingDto {
+    #[serde(flatten)]
+    pub room: RoomDto,
+    /// The room's latest seq.
+    pub last_seq: Seq,
+    /// The caller's read position (`read` frame, `PUT .../read`).
+    pub read_seq: Seq,
+    /// Messages of others after `read_seq` that are not deleted.
+    pub unread: u64,
+}
+
+impl From<&roomcast_storage::RoomListing> for RoomListingDto {
+    fn from(l: &roomcast_storage::RoomListing) -> Self {
+        Self {
+            room: RoomDto::from(&l.room),
+            last_seq: l.read.last_seq,
+            read_seq: l.read.read_seq,
+            unread: l.read.unread,
+        }
+    }
+}
+
+/// `PUT /api/rooms/{host}/{slug}/read`: read up to `seq`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct ReadRequest {
+    pub seq: Seq,
+}
+
+/// The caller's read state in a room after `PUT .../read`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ReadStateDto {
+    pub last_seq: Seq,
+    /// Only moves forward, at most `last_seq`.
+    pub read_seq: Seq,
+    pub unread: u64,
+}
+
+impl From<roomcast_storage::ReadState> for ReadStateDto {
+    fn from(s: roomcast_storage::ReadState) -> Self {
+        Self {
+            last_seq: s.last_seq,
+            read_seq: s.read_seq,
+            unread: s.unread,
+        }
+    }
+}
+
 /// A message: the `new` frame's fields without `type` and `action`.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct MessageDto {

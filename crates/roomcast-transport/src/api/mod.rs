@@ -7,6 +7,7 @@ mod extract;
 mod messages;
 pub(crate) mod openapi;
 mod presence;
+mod reads;
 mod rooms;
 
 use axum::routing::{get, post, put};
@@ -32,6 +33,7 @@ pub(crate) fn routes() -> Routes {
             "/api/rooms/{host}/{slug}/messages",
             get(messages::history).post(messages::post),
         )
+        .route("/api/rooms/{host}/{slug}/read", put(reads::mark_read))
         .route("/api/openapi.json", get(openapi::document))
         .route("/api/docs", get(docs::page))
         .route("/api/docs/{file}", get(docs::asset))

@@ -15,7 +15,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{Content, OpenApi as Document, Ref, RefOr, Required, Response};
 use utoipa::{Modify, OpenApi};
 
-use super::{accounts, dto, messages, presence, rooms};
+use super::{accounts, dto, messages, presence, reads, rooms};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -50,6 +50,7 @@ Every error is `{\"error\": \"...\", \"code\": \"...\"}` with a code from `Error
         messages::history,
         messages::post,
         presence::presence,
+        reads::mark_read,
         crate::http::healthz,
         crate::http::readyz,
         crate::http::metrics,
@@ -75,6 +76,9 @@ Every error is `{\"error\": \"...\", \"code\": \"...\"}` with a code from `Error
         dto::CreateRoomRequest,
         dto::PostMessageRequest,
         presence::PresenceDto,
+        dto::RoomListingDto,
+        dto::ReadRequest,
+        dto::ReadStateDto,
     ))
 )]
 pub(crate) struct ApiDoc;

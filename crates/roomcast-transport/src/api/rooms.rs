@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use roomcast_domain::{Room, RoomSlug, User, Username};
 use roomcast_storage::NewRoom;
 
-use super::dto::{CreateRoomRequest, ErrorBody, RoomDetailDto, RoomDto, UserDto};
+use super::dto::{CreateRoomRequest, ErrorBody, RoomDetailDto, RoomDto, RoomListingDto, UserDto};
 use super::extract::{CurrentUser, JsonBody};
 use crate::{ApiError, AppState};
 
@@ -65,15 +65,17 @@ pub(crate) async fn create(
     Ok((StatusCode::CREATED, Json(RoomDto::from(&room))).into_response())
 }
 
-/// The rooms the caller participates in.
+/// The rooms the caller participates in, newest first, each with
+/// `last_seq`, the caller's `read_seq` and `unread` (one row per room: the
+/// counts are kept by the database, never counted from messages here).
 #[utoipa::path(get, path = "/api/rooms", tag = "rooms", operation_id = "listRooms",
-    responses((status = 200, body = [RoomDto], description = "The caller's rooms")))]
+    responses((status = 200, body = [RoomListingDto], description = "The caller's rooms with their read state")))]
 pub(crate) async fn list(
     State(app): State<AppState>,
     caller: CurrentUser,
-) -> Result<Json<Vec<RoomDto>>, ApiError> {
-    let rooms = app.storage().rooms_of(caller.user.id).await?;
-    Ok(Json(rooms.iter().map(RoomDto::from).collect()))
+) -> Result<Json<Vec<RoomListingDto>>, ApiError> {
+    let rooms = app.storage().room_list(caller.user.id).await?;
+    Ok(Json(rooms.iter().map(RoomListingDto::from).collect()))
 }
 
 /// A room, with its participants and the last seq of its event log.
