@@ -5,8 +5,13 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{TestApp, Ws, post, spawn_app};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::harness::{TestApp, Ws, spawn_app};
 use crate::http_api::{Account, Api, ws};
+use crate::multinode::{fleet, shared_redis_url, unique_prefix};
 
 #[tokio::test]
 async fn a_room_name_with_accents_gets_a_transliterated_slug() {
@@ -106,12 +111,12 @@ async fn unread_counts_follow_posts_edits_deletes_and_reads() {
 
     let mut ids = Vec::new();
     for i in 0..3 {
-        let event = post(&mut alice_ws, &format!("a{i}")).await;
-        bob_ws.next_json().await;
+        let event = say(&mut alice_ws, &format!("a{i}")).await;
+        next_message(&mut bob_ws).await;
         ids.push(event["id"].clone());
     }
-    post(&mut bob_ws, "b0").await;
-    alice_ws.next_json().await;
+    say(&mut bob_ws, "b0").await;
+    next_message(&mut alice_ws).await;
     let bobs = listing(&api, &bob.token, "alice", "club").await;
     assert_eq!((&bobs["last_seq"], &bobs["unread"]), (&json!(4), &json!(3)));
     let alices = listing(&api, &alice.token, "alice", "club").await;
@@ -121,8 +126,8 @@ async fn unread_counts_follow_posts_edits_deletes_and_reads() {
     alice_ws
         .send_json(json!({"type": "update", "messageId": ids[2], "message": "a2!"}))
         .await;
-    assert_eq!(alice_ws.next_json().await["action"], "update");
-    bob_ws.next_json().await;
+    assert_eq!(next_message(&mut alice_ws).await["action"], "update");
+    next_message(&mut bob_ws).await;
     let bobs = listing(&api, &bob.token, "alice", "club").await;
     assert_eq!((&bobs["last_seq"], &bobs["unread"]), (&json!(5), &json!(3)));
 
@@ -138,8 +143,8 @@ async fn unread_counts_follow_posts_edits_deletes_and_reads() {
     alice_ws
         .send_json(json!({"type": "delete", "messageId": ids[0]}))
         .await;
-    assert_eq!(alice_ws.next_json().await["action"], "delete");
-    bob_ws.next_json().await;
+    assert_eq!(next_message(&mut alice_ws).await["action"], "delete");
+    next_message(&mut bob_ws).await;
     assert_eq!(
         listing(&api, &bob.token, "alice", "club").await["unread"],
         1
@@ -147,8 +152,8 @@ async fn unread_counts_follow_posts_edits_deletes_and_reads() {
     alice_ws
         .send_json(json!({"type": "delete", "messageId": ids[2]}))
         .await;
-    assert_eq!(alice_ws.next_json().await["action"], "delete");
-    bob_ws.next_json().await;
+    assert_eq!(next_message(&mut alice_ws).await["action"], "delete");
+    next_message(&mut bob_ws).await;
     let bobs = listing(&api, &bob.token, "alice", "club").await;
     assert_eq!(
         (&bobs["last_seq"], &bobs["read_seq"], &bobs["unread"]),
@@ -166,4 +171,284 @@ async fn unread_counts_follow_posts_edits_deletes_and_reads() {
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, _) = put_read(&api, &alice.token, "/api/rooms/alice/nope/read", json!(1)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// The next stored event (`chat_message`) on a room socket.
+async fn next_message(ws: &mut Ws) -> Value {
+    next_matching(ws, |f| f["type"] == "chat_message").await
+}
+
+/// Posts a text frame and returns the `new` event the sender gets back.
+async fn say(ws: &mut Ws, body: &str) -> Value {
+    ws.send_json(json!({"type": "text", "message": body})).await;
+    let event = next_message(ws).await;
+    assert_eq!(event["action"], "new", "{event}");
+    event
+}
+
+/// The next frame of `ws` that `wanted` accepts, skipping ephemeral
+/// events it does not (presence, join, leave, typing, other receipts).
+async fn next_matching(ws: &mut Ws, wanted: impl Fn(&Value) -> bool) -> Value {
+    loop {
+        let frame = ws.next_json().await;
+        if wanted(&frame) {
+            return frame;
+        }
+        assert_eq!(
+            frame["type"], "chat_event",
+            "a stored event or error where none was expected: {frame}"
+        );
+    }
+}
+
+fn receipt(frame: &Value) -> bool {
+    frame["type"] == "chat_event" && frame["action"] == "read"
+}
+
+#[tokio::test]
+async fn read_frames_move_the_position_and_others_get_coalesced_receipts() {
+    let app = spawn_app().await;
+    let api = Api::new(&app);
+    let (_alice, bob, mut alice_ws, mut bob_ws) = club(&app, &api).await;
+    for i in 0..4 {
+        say(&mut alice_ws, &format!("a{i}")).await;
+        next_message(&mut bob_ws).await;
+    }
+
+    bob_ws.send_json(json!({"type": "read", "seq": 1})).await;
+    let first = next_matching(&mut alice_ws, receipt).await;
+    assert_eq!(
+        first,
+        json!({"type": "chat_event", "action": "read", "user": "bob", "seq": 1})
+    );
+    // A fast reader: three positions at once become one receipt, the latest.
+    for seq in [2, 3, 4] {
+        bob_ws.send_json(json!({"type": "read", "seq": seq})).await;
+    }
+    let second = next_matching(&mut alice_ws, receipt).await;
+    assert_eq!(second["seq"], 4, "{second}");
+    // Backwards and repeated positions are not news.
+    bob_ws.send_json(json!({"type": "read", "seq": 2})).await;
+    let state = listing(&api, &bob.token, "alice", "club").await;
+    assert_eq!(
+        (&state["read_seq"], &state["unread"]),
+        (&json!(4), &json!(0))
+    );
+    alice_ws
+        .quiet_for(std::time::Duration::from_millis(700))
+        .await;
+
+    // A malformed read frame is refused; the socket stays open.
+    bob_ws.send_json(json!({"type": "read", "seq": "x"})).await;
+    let refused = next_matching(&mut bob_ws, |f| f.get("error").is_some()).await;
+    assert_eq!(refused["code"], "bad_frame", "{refused}");
+
+    // A read over HTTP is told to the room the same way.
+    say(&mut alice_ws, "a4").await;
+    next_message(&mut bob_ws).await;
+    let (status, _) = put_read(&api, &bob.token, "/api/rooms/alice/club/read", json!(5)).await;
+    assert_eq!(status, StatusCode::OK);
+    let third = next_matching(&mut alice_ws, receipt).await;
+    assert_eq!((&third["user"], &third["seq"]), (&json!("bob"), &json!(5)));
+}
+
+fn user_socket_url(app: &TestApp) -> String {
+    format!("ws://{}/ws/user", app.addr)
+}
+
+async fn user_socket(app: &TestApp, token: &str) -> Ws {
+    Ws::connect(
+        &user_socket_url(app),
+        &[
+            ("Cookie", &format!("JWT={token}")),
+            ("Origin", &app.origin()),
+        ],
+    )
+    .await
+    .expect("user socket accepted")
+}
+
+fn activity(frame: &Value) -> bool {
+    frame["action"] == "activity"
+}
+
+#[tokio::test]
+async fn the_user_socket_refuses_what_the_room_socket_refuses() {
+    let app = spawn_app().await;
+    let api = Api::new(&app);
+    let alice = api.signup("alice").await;
+    let no_token = Ws::connect(&user_socket_url(&app), &[("Origin", &app.origin())]).await;
+    assert_eq!(no_token.err().map(|r| r.status), Some(401));
+    let bad_origin = Ws::connect(
+        &user_socket_url(&app),
+        &[
+            ("Cookie", &format!("JWT={}", alice.token)),
+            ("Origin", "http://evil.example"),
+        ],
+    )
+    .await;
+    let refusal = bad_origin.err().expect("refused");
+    assert_eq!(refusal.status, 403);
+    assert!(refusal.body["error"].is_string(), "{}", refusal.body);
+}
+
+#[tokio::test]
+async fn the_user_socket_reports_activity_and_membership_without_bodies() {
+    let app = spawn_app().await;
+    let api = Api::new(&app);
+    let (alice, bob, mut alice_ws, mut bob_ws) = club(&app, &api).await;
+    let mut bob_user = user_socket(&app, &bob.token).await;
+
+    let posted = say(&mut alice_ws, "a secret body").await;
+    next_message(&mut bob_ws).await;
+    let frame = next_matching(&mut bob_user, activity).await;
+    assert_eq!(
+        frame,
+        json!({"type": "chat_event", "action": "activity", "room": "alice/club", "seq": 1, "unread": 1})
+    );
+    // An edit is stored (a new seq) but not a new unread message.
+    alice_ws
+        .send_json(json!({"type": "update", "messageId": posted["id"], "message": "edited"}))
+        .await;
+    next_message(&mut alice_ws).await;
+    next_message(&mut bob_ws).await;
+    let frame = next_matching(&mut bob_user, activity).await;
+    assert_eq!((&frame["seq"], &frame["unread"]), (&json!(2), &json!(1)));
+    // Bob reads (over his room socket): his user socket hears the new count.
+    bob_ws.send_json(json!({"type": "read", "seq": 2})).await;
+    let frame = next_matching(&mut bob_user, activity).await;
+    assert_eq!((&frame["seq"], &frame["unread"]), (&json!(2), &json!(0)));
+    // Deleting an unread message lowers the count.
+    let second = say(&mut alice_ws, "second").await;
+    next_message(&mut bob_ws).await;
+    assert_eq!(next_matching(&mut bob_user, activity).await["unread"], 1);
+    alice_ws
+        .send_json(json!({"type": "delete", "messageId": second["id"]}))
+        .await;
+    next_message(&mut alice_ws).await;
+    next_message(&mut bob_ws).await;
+    let frame = next_matching(&mut bob_user, activity).await;
+    assert_eq!((&frame["seq"], &frame["unread"]), (&json!(4), &json!(0)));
+
+    // Membership: added to a new room, its activity follows; removed, silence.
+    let (status, _) = api
+        .post("/api/rooms", Some(&alice.token), json!({"name": "Second"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _, _) = api
+        .call(
+            reqwest::Method::PUT,
+            "/api/rooms/alice/second/participants/bob",
+            Some(&alice.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let added = next_matching(&mut bob_user, |f| f["action"] == "added").await;
+    assert_eq!(
+        added,
+        json!({"type": "chat_event", "action": "added", "room": "alice/second"})
+    );
+    let (status, _) = api
+        .post(
+            "/api/rooms/alice/second/messages",
+            Some(&alice.token),
+            json!({"body": "welcome"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let frame = next_matching(&mut bob_user, activity).await;
+    assert_eq!(
+        (&frame["room"], &frame["seq"], &frame["unread"]),
+        (&json!("alice/second"), &json!(1), &json!(1))
+    );
+    let (status, _, _) = api
+        .call(
+            reqwest::Method::DELETE,
+            "/api/rooms/alice/second/participants/bob",
+            Some(&alice.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let removed = next_matching(&mut bob_user, |f| f["action"] == "removed").await;
+    assert_eq!(removed["room"], "alice/second");
+    api.post(
+        "/api/rooms/alice/second/messages",
+        Some(&alice.token),
+        json!({"body": "bob is gone"}),
+    )
+    .await;
+    bob_user
+        .quiet_for(std::time::Duration::from_millis(300))
+        .await;
+
+    // Nothing the user socket sent ever carried a body; its close is answered.
+    bob_user
+        .send(Message::Close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "bye".into(),
+        })))
+        .await;
+    assert_eq!(bob_user.closed().await, Some(1000));
+}
+
+#[tokio::test]
+async fn user_sockets_and_receipts_cross_nodes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let redis = shared_redis_url();
+    let nodes = fleet(dir.path(), 3, &redis, &unique_prefix()).await;
+    let api_a = Api::new(&nodes[0]);
+    let api_c = Api::new(&nodes[2]);
+    let (alice, bob, mut alice_ws, _bob_ws) = club(&nodes[0], &api_a).await;
+    // Bob's user socket and a second room socket of his on other nodes.
+    let mut bob_user = user_socket(&nodes[1], &bob.token).await;
+    let mut bob_far = ws(&nodes[2], "alice", "club", &bob.token)
+        .await
+        .expect("bob on node c");
+
+    say(&mut alice_ws, "across").await;
+    let frame = next_matching(&mut bob_user, activity).await;
+    assert_eq!(
+        (&frame["room"], &frame["unread"]),
+        (&json!("alice/club"), &json!(1))
+    );
+    next_matching(&mut bob_far, |f| f["type"] == "chat_message").await;
+
+    // Bob reads on node c: alice (node a) gets the receipt, bob's user
+    // socket (node b) the new count.
+    bob_far.send_json(json!({"type": "read", "seq": 1})).await;
+    let got = next_matching(&mut alice_ws, receipt).await;
+    assert_eq!((&got["user"], &got["seq"]), (&json!("bob"), &json!(1)));
+    let frame = next_matching(&mut bob_user, activity).await;
+    assert_eq!(frame["unread"], 0);
+
+    // Added on node c, told on node b.
+    let (status, _) = api_c
+        .post("/api/rooms", Some(&alice.token), json!({"name": "Far"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _, _) = api_c
+        .call(
+            reqwest::Method::PUT,
+            "/api/rooms/alice/far/participants/bob",
+            Some(&alice.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let added = next_matching(&mut bob_user, |f| f["action"] == "added").await;
+    assert_eq!(added["room"], "alice/far");
+    api_c
+        .post(
+            "/api/rooms/alice/far/messages",
+            Some(&alice.token),
+            json!({"body": "far away"}),
+        )
+        .await;
+    let frame = next_matching(&mut bob_user, activity).await;
+    assert_eq!(
+        (&frame["room"], &frame["unread"]),
+        (&json!("alice/far"), &json!(1))
+    );
 }

@@ -28,10 +28,13 @@ struct StorageBackfill(Storage);
 #[async_trait]
 impl Backfill for StorageBackfill {
     async fn last_seq(&self, room: RoomId) -> Result<Seq, BroadcastError> {
-        self.0
-            .last_seq(room)
-            .await
-            .map_err(|e| BroadcastError::Backfill(Box::new(e)))
+        match self.0.last_seq(room).await {
+            Ok(seq) => Ok(seq),
+            // A user's own channel (`user_feed::user_channel`) is no room
+            // and has no event log: it starts, and stays, at 0.
+            Err(roomcast_storage::StorageError::NotFound) => Ok(0),
+            Err(e) => Err(BroadcastError::Backfill(Box::new(e))),
+        }
     }
 
     async fn events_after(

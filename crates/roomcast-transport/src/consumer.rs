@@ -25,7 +25,7 @@ use crate::backfill::encode_event;
 use crate::rate::TokenBucket;
 use crate::replies::{self, ReplyReceiver, ReplySender};
 use crate::state::ConnectionSlot;
-use crate::{AppState, ShutdownMode, chat, metrics};
+use crate::{AppState, ShutdownMode, chat, metrics, reads};
 
 /// Who is connected where, decided by the handshake.
 #[derive(Debug)]
@@ -385,6 +385,14 @@ async fn handle_text(app: &AppState, user: &User, room: &Room, text: &str) -> Ha
             }
             Handled::Reply(None)
         }
+        ClientFrame::Read { seq } => match reads::mark_read(app, room, user, seq).await {
+            Ok(_) => Handled::Reply(None),
+            Err(StorageError::NotFound) => Handled::Reply(Some(error_frame(ErrorFrame::new(
+                ErrorCode::Forbidden,
+                "You are not a participant of this room.",
+            )))),
+            Err(e) => Handled::Reply(Some(error_frame(storage_error(e, "read")))),
+        },
     }
 }
 

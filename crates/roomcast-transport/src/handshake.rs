@@ -65,7 +65,6 @@ pub(crate) async fn ws_chat(
                 Ok(joined) => joined,
                 Err(refusal) => return refusal.into_response(),
             };
-            let config = app.config().clone();
             // Built once and boxed: the upgrade task then holds a pointer,
             // not copies of the user and room at each stage of its future.
             let session = Box::new(Session {
@@ -96,12 +95,7 @@ pub(crate) async fn ws_chat(
             let tracker = app.sockets().clone();
             // The socket's lines carry the handshake's request id and user.
             let span = tracing::Span::current();
-            upgrade
-                .read_buffer_size(config.socket_buffer_bytes)
-                .write_buffer_size(config.socket_buffer_bytes)
-                .max_write_buffer_size(config.max_write_buffer_bytes)
-                .max_message_size(config.max_message_bytes)
-                .max_frame_size(config.max_message_bytes)
+            with_limits(upgrade, &app)
                 .on_failed_upgrade(on_failure)
                 .on_upgrade(move |socket| {
                     let session = pending.lock().ok().and_then(|mut p| p.take());
@@ -137,16 +131,7 @@ async fn admit(
     query: &WsQuery,
     headers: &HeaderMap,
 ) -> Result<Admitted, ApiError> {
-    let token =
-        token_from(headers).ok_or_else(|| ApiError::unauthorized("Authentication required."))?;
-    let (user_id, claims) = app.keys().verify(&token).map_err(|e| {
-        tracing::debug!(error = %e, "token refused");
-        ApiError::unauthorized("Invalid or expired token.")
-    })?;
-    let origin = headers.get(ORIGIN).map(|v| v.to_str().unwrap_or("\u{0}"));
-    if !app.config().allowed_origins.allows(origin) {
-        return Err(ApiError::forbidden("Origin not allowed."));
-    }
+    let (user_id, claims) = authenticate(app, headers)?;
     let since = match &query.since {
         None => None,
         Some(s) => Some(
@@ -183,6 +168,37 @@ async fn admit(
         since,
         expires: time::OffsetDateTime::from_unix_timestamp(claims.exp).ok(),
     })
+}
+
+/// The first checks of every WebSocket handshake (the room socket's and the
+/// user socket's), in PROTOCOL.md's order: a valid token (401), then an
+/// allowed `Origin` (403, cross-site WebSocket hijacking).
+pub(crate) fn authenticate(
+    app: &AppState,
+    headers: &HeaderMap,
+) -> Result<(roomcast_domain::UserId, crate::Claims), ApiError> {
+    let token =
+        token_from(headers).ok_or_else(|| ApiError::unauthorized("Authentication required."))?;
+    let (user_id, claims) = app.keys().verify(&token).map_err(|e| {
+        tracing::debug!(error = %e, "token refused");
+        ApiError::unauthorized("Invalid or expired token.")
+    })?;
+    let origin = headers.get(ORIGIN).map(|v| v.to_str().unwrap_or("\u{0}"));
+    if !app.config().allowed_origins.allows(origin) {
+        return Err(ApiError::forbidden("Origin not allowed."));
+    }
+    Ok((user_id, claims))
+}
+
+/// An upgrade with the server's socket limits (buffers, message size).
+pub(crate) fn with_limits(upgrade: WebSocketUpgrade, app: &AppState) -> WebSocketUpgrade {
+    let config = app.config();
+    upgrade
+        .read_buffer_size(config.socket_buffer_bytes)
+        .write_buffer_size(config.socket_buffer_bytes)
+        .max_write_buffer_size(config.max_write_buffer_bytes)
+        .max_message_size(config.max_message_bytes)
+        .max_frame_size(config.max_message_bytes)
 }
 
 /// Subscribes to the room's feed, then reads where the room stands: its

@@ -31,6 +31,7 @@ mod replies;
 mod routes;
 mod server;
 mod state;
+mod user_feed;
 mod web;
 
 pub use auth::{AuthError, Claims, JwtKeys};

@@ -18,7 +18,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::access;
 use crate::routes::Routes;
-use crate::{AppState, api, handshake, http, web};
+use crate::{AppState, api, handshake, http, user_feed, web};
 
 /// Every route of the server, with its path listed (see `routes.rs`).
 pub(crate) fn routes() -> Routes {
@@ -26,6 +26,7 @@ pub(crate) fn routes() -> Routes {
         .route("/ws/chat/{host}/{slug}", get(handshake::ws_chat))
         // Django routes usually end in a slash; accept the seed's URL either way.
         .route("/ws/chat/{host}/{slug}/", get(handshake::ws_chat))
+        .route("/ws/user", get(user_feed::ws_user))
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
         .route("/metrics", get(http::metrics))

@@ -9,6 +9,7 @@ use roomcast_storage::Storage;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::reads::Receipts;
 use crate::{JwtKeys, TransportConfig};
 
 /// The server's shared state: storage, the node's hub, keys and settings,
@@ -31,6 +32,8 @@ struct Inner {
     sockets: TaskTracker,
     /// Renders `/metrics`, when the embedder installed a recorder.
     metrics: OnceLock<PrometheusHandle>,
+    /// Read receipts waiting out their coalescing interval.
+    receipts: Receipts,
 }
 
 impl AppState {
@@ -45,6 +48,7 @@ impl AppState {
                 shutdown: CancellationToken::new(),
                 sockets: TaskTracker::new(),
                 metrics: OnceLock::new(),
+                receipts: Receipts::default(),
             }),
         }
     }
@@ -86,6 +90,10 @@ impl AppState {
 
     pub(crate) fn sockets(&self) -> &TaskTracker {
         &self.inner.sockets
+    }
+
+    pub(crate) fn receipts(&self) -> &Receipts {
+        &self.inner.receipts
     }
 
     /// Takes a connection slot, or `None` at the limit. The slot is given

@@ -1,10 +1,11 @@
-//! Frames a client sends: `text`, `update`, `delete` (seed) and `typing` (ext).
+//! Frames a client sends: `text`, `update`, `delete` (seed), `typing` and
+//! `read` (ext).
 
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use super::ErrorCode;
-use crate::{BodyError, ClientId, MessageBody, MessageId};
+use crate::{BodyError, ClientId, MessageBody, MessageId, Seq};
 
 /// A client frame, parsed and validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +21,8 @@ pub enum ClientFrame {
     Delete { id: MessageId },
     /// "I am typing": ephemeral, never stored.
     Typing,
+    /// "I have read the room up to `seq`": stored per participant.
+    Read { seq: Seq },
 }
 
 /// Why a client frame was refused; becomes an error frame to the sender.
@@ -56,6 +59,8 @@ struct RawFrame {
     message_id: Option<String>,
     #[serde(rename = "clientId")]
     client_id: Option<String>,
+    /// The `read` frame's position.
+    seq: Option<Seq>,
     /// Accepted and ignored: the server's clock is authoritative.
     #[serde(rename = "timestamp")]
     _timestamp: Option<IgnoredAny>,
@@ -93,6 +98,11 @@ impl ClientFrame {
                 id: message_id(raw.message_id)?,
             }),
             "typing" => Ok(ClientFrame::Typing),
+            "read" => Ok(ClientFrame::Read {
+                seq: raw
+                    .seq
+                    .ok_or_else(|| FrameError::Malformed("missing field `seq`".to_owned()))?,
+            }),
             other => Err(FrameError::Malformed(format!(
                 "unknown type {:?}",
                 truncate(other, 32)
@@ -183,6 +193,7 @@ mod tests {
                 ClientFrame::Delete { id },
             ),
             (r#"{"type":"typing"}"#, ClientFrame::Typing),
+            (r#"{"type":"read","seq":42}"#, ClientFrame::Read { seq: 42 }),
             (
                 r#"{"type":null,"message":"x","extra":[1,2]}"#,
                 ClientFrame::Text {
@@ -213,6 +224,9 @@ mod tests {
                 ErrorCode::BadFrame,
             ),
             (r#"{"type":"delete","messageId":7}"#, ErrorCode::BadFrame),
+            (r#"{"type":"read"}"#, ErrorCode::BadFrame),
+            (r#"{"type":"read","seq":-1}"#, ErrorCode::BadFrame),
+            (r#"{"type":"read","seq":"7"}"#, ErrorCode::BadFrame),
             (
                 r#"{"type":"text","message":"x","clientId":""}"#,
                 ErrorCode::BadFrame,

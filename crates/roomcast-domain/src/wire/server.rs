@@ -83,6 +83,26 @@ pub enum ChatEvent {
     Reset {
         seq: Seq,
     },
+    /// A read receipt: `user` has read the room up to `seq` (coalesced).
+    Read {
+        user: Username,
+        seq: Seq,
+    },
+    /// User socket: an event was stored in `room` (`host/slug`); `seq` is
+    /// its latest, `unread` the receiver's count there. No message body.
+    Activity {
+        room: String,
+        seq: Seq,
+        unread: u64,
+    },
+    /// User socket: the receiver now takes part in `room` (`host/slug`).
+    Added {
+        room: String,
+    },
+    /// User socket: the receiver no longer takes part in `room`.
+    Removed {
+        room: String,
+    },
 }
 
 /// The machine-readable part of an error frame (ext). A new code is a
@@ -308,6 +328,37 @@ mod tests {
             (
                 ServerFrame::Event(ChatEvent::Synced { seq: Seq::new(9) }).to_json(),
                 r#"{"type":"chat_event","action":"synced","seq":9}"#,
+            ),
+            (
+                ServerFrame::Event(ChatEvent::Read {
+                    user: Username::parse("bob").expect("name"),
+                    seq: 7,
+                })
+                .to_json(),
+                r#"{"type":"chat_event","action":"read","user":"bob","seq":7}"#,
+            ),
+            (
+                ServerFrame::Event(ChatEvent::Activity {
+                    room: "alice/club".into(),
+                    seq: 8,
+                    unread: 2,
+                })
+                .to_json(),
+                r#"{"type":"chat_event","action":"activity","room":"alice/club","seq":8,"unread":2}"#,
+            ),
+            (
+                ServerFrame::Event(ChatEvent::Added {
+                    room: "alice/club".into(),
+                })
+                .to_json(),
+                r#"{"type":"chat_event","action":"added","room":"alice/club"}"#,
+            ),
+            (
+                ServerFrame::Event(ChatEvent::Removed {
+                    room: "alice/club".into(),
+                })
+                .to_json(),
+                r#"{"type":"chat_event","action":"removed","room":"alice/club"}"#,
             ),
         ];
         for (got, want) in cases {

@@ -55,6 +55,7 @@ Every error is `{\"error\": \"...\", \"code\": \"...\"}` with a code from `Error
         crate::http::readyz,
         crate::http::metrics,
         crate::handshake::ws_chat_doc,
+        crate::user_feed::ws_user_doc,
         document,
         super::docs::page,
         super::docs::asset,

@@ -9,7 +9,7 @@ use roomcast_storage::NewRoom;
 
 use super::dto::{CreateRoomRequest, ErrorBody, RoomDetailDto, RoomDto, RoomListingDto, UserDto};
 use super::extract::{CurrentUser, JsonBody};
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, user_feed};
 
 const MAX_ROOM_NAME_CHARS: usize = 200;
 const MAX_DESCRIPTION_CHARS: usize = 2000;
@@ -62,6 +62,7 @@ pub(crate) async fn create(
             ),
             other => other.into(),
         })?;
+    user_feed::membership_changed(&app, caller.user.id, &room, true).await;
     Ok((StatusCode::CREATED, Json(RoomDto::from(&room))).into_response())
 }
 
@@ -104,9 +105,13 @@ pub(crate) async fn join(
     Path((host, slug)): Path<(String, String)>,
 ) -> Result<Json<RoomDetailDto>, ApiError> {
     let room = find_room(&app, &host, &slug).await?;
-    app.storage()
+    if app
+        .storage()
         .add_participant(room.id, caller.user.id)
-        .await?;
+        .await?
+    {
+        user_feed::membership_changed(&app, caller.user.id, &room, true).await;
+    }
     let room = find_room(&app, &host, &slug).await?;
     Ok(Json(detail(&app, &room).await?))
 }
@@ -122,9 +127,13 @@ pub(crate) async fn leave(
     Path((host, slug)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let room = find_room(&app, &host, &slug).await?;
-    app.storage()
+    if app
+        .storage()
         .remove_participant(room.id, caller.user.id)
-        .await?;
+        .await?
+    {
+        user_feed::membership_changed(&app, caller.user.id, &room, false).await;
+    }
     evict(&app, &room, &caller.user).await;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -142,7 +151,9 @@ pub(crate) async fn add_participant(
 ) -> Result<Json<RoomDetailDto>, ApiError> {
     let room = hosted_room(&app, &caller, &host, &slug).await?;
     let user = find_user(&app, &username).await?;
-    app.storage().add_participant(room.id, user.id).await?;
+    if app.storage().add_participant(room.id, user.id).await? {
+        user_feed::membership_changed(&app, user.id, &room, true).await;
+    }
     let room = find_room(&app, &host, &slug).await?;
     Ok(Json(detail(&app, &room).await?))
 }
@@ -166,6 +177,7 @@ pub(crate) async fn remove_participant(
     if !app.storage().remove_participant(room.id, user.id).await? {
         return Err(ApiError::not_found("That user is not a participant."));
     }
+    user_feed::membership_changed(&app, user.id, &room, false).await;
     evict(&app, &room, &user).await;
     Ok(StatusCode::NO_CONTENT)
 }
