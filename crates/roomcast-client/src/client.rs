@@ -1,11 +1,12 @@
 //! The client handle and the task that owns its socket.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use roomcast_domain::wire::{ChatMessage, ErrorFrame, Incoming, NewFrame, ServerFrame};
-use roomcast_domain::{MessageBody, MessageId, Seq};
+use roomcast_domain::wire::{ChatEvent, ChatMessage, ErrorFrame, Incoming, NewFrame, ServerFrame};
+use roomcast_domain::{MessageBody, MessageId, Seq, Username};
 use serde::Serialize;
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -91,6 +92,9 @@ pub struct PendingSend {
 struct Shared {
     list: MessageList,
     pending: Vec<PendingSend>,
+    /// Who has a socket open in the room: the last `presence` list, kept
+    /// up to date by `join`/`leave`; empty while disconnected.
+    presence: BTreeSet<Username>,
 }
 
 #[derive(Debug)]
@@ -126,6 +130,7 @@ impl Client {
         let shared = Arc::new(Mutex::new(Shared {
             list: MessageList::starting_at(config.since),
             pending: Vec::new(),
+            presence: BTreeSet::new(),
         }));
         let task = Task {
             config,
@@ -213,6 +218,22 @@ impl Client {
         lock(&self.shared).list.last_seq()
     }
 
+    /// Marks the room read up to `seq` (usually [`last_seq`](Client::last_seq)):
+    /// the server stores the position (only forward, clamped to the room's
+    /// last seq) and sends the others a read receipt
+    /// (`ChatEvent::Read`). Resolves once the frame is written; refused
+    /// while disconnected (nothing is lost: send it again once connected).
+    pub async fn read(&self, seq: Seq) -> Result<(), ClientError> {
+        self.edit(OutFrame::Read { seq }).await
+    }
+
+    /// The usernames with a socket open in the room, on any node, as the
+    /// server last said (`presence`, then `join`/`leave`), sorted; empty
+    /// while disconnected.
+    pub fn presence(&self) -> Vec<Username> {
+        lock(&self.shared).presence.iter().cloned().collect()
+    }
+
     /// Sends not yet confirmed, oldest first.
     pub fn pending(&self) -> Vec<PendingSend> {
         lock(&self.shared).pending.clone()
@@ -272,6 +293,9 @@ enum OutFrame<'a> {
         #[serde(rename = "messageId")]
         message_id: MessageId,
         timestamp: String,
+    },
+    Read {
+        seq: Seq,
     },
 }
 
@@ -362,6 +386,11 @@ impl Task {
     }
 
     fn set_status(&self, status: Status) {
+        if !status.is_connected() {
+            // Who is here is known only while connected; the server says
+            // it again after the next handshake.
+            lock(&self.shared).presence.clear();
+        }
         self.status.send_replace(status.clone());
         let _ = self.events.send(ClientEvent::Status(status));
     }
@@ -466,6 +495,9 @@ impl Task {
             let mut shared = lock(&self.shared);
             match incoming {
                 Incoming::Frame(frame) => {
+                    if let ServerFrame::Event(event) = &frame {
+                        track_presence(&mut shared.presence, event);
+                    }
                     if let ServerFrame::Message(ChatMessage::New(new)) = &frame
                         && let Some(cid) = &new.client_id
                     {
@@ -489,6 +521,20 @@ impl Task {
         if let Some(event) = event {
             let _ = self.events.send(event);
         }
+    }
+}
+
+/// Applies a presence event to the set of who is here.
+fn track_presence(presence: &mut BTreeSet<Username>, event: &ChatEvent) {
+    match event {
+        ChatEvent::Presence { users } => *presence = users.iter().cloned().collect(),
+        ChatEvent::Join { user } => {
+            presence.insert(user.clone());
+        }
+        ChatEvent::Leave { user } => {
+            presence.remove(user);
+        }
+        _ => {}
     }
 }
 
@@ -693,6 +739,56 @@ mod tests {
             uris,
             ["/ws/chat/alice/room?since=0", "/ws/chat/alice/room?since=1"]
         );
+        client.close().await;
+    }
+
+    #[tokio::test]
+    async fn read_sends_a_read_frame_and_presence_follows_the_servers_events() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let config = ClientConfig::new(
+            &format!("ws://{addr}/ws/chat"),
+            "alice",
+            "room",
+            Auth::Bearer("t".into()),
+        )
+        .expect("config");
+        let (client, mut events) = Client::connect(config);
+        let uris = StdMutex::new(Vec::new());
+        let mut server = accept(&listener, &uris).await;
+        for frame in [
+            r#"{"type":"chat_event","action":"presence","users":["alice","bob"]}"#,
+            r#"{"type":"chat_event","action":"join","user":"carol"}"#,
+            r#"{"type":"chat_event","action":"leave","user":"bob"}"#,
+            r#"{"type":"chat_event","action":"read","user":"carol","seq":3}"#,
+        ] {
+            server.send(Message::text(frame)).await.expect("send");
+        }
+        // The receipt arrives typed, after the presence events before it.
+        loop {
+            let event = tokio::time::timeout(Duration::from_secs(5), events.next())
+                .await
+                .expect("in time")
+                .expect("running");
+            if let ClientEvent::Frame(ServerFrame::Event(ChatEvent::Read { user, seq })) = event {
+                assert_eq!((user.as_str(), seq), ("carol", 3));
+                break;
+            }
+        }
+        let names: Vec<String> = client.presence().iter().map(|u| u.to_string()).collect();
+        assert_eq!(names, ["alice", "carol"]);
+
+        client.read(7).await.expect("written");
+        let frame = next_text(&mut server).await;
+        assert_eq!(frame, serde_json::json!({"type": "read", "seq": 7}));
+        drop(server);
+        // Disconnected: nobody is known to be here.
+        client
+            .status_changes()
+            .wait_for(|s| !s.is_connected())
+            .await
+            .expect("status");
+        assert!(client.presence().is_empty());
         client.close().await;
     }
 

@@ -6,8 +6,11 @@
 //! edits with [`update`](Client::update) and [`delete`](Client::delete),
 //! and keeps the room's [`messages`](Client::messages) up to date as
 //! `new`/`update`/`delete` events arrive. Subscribers get typed events
-//! ([`ClientEvent`]: the domain crate's wire frames, never raw JSON) and
-//! the connection [`Status`].
+//! ([`ClientEvent`]: the domain crate's wire frames, never raw JSON:
+//! `ChatEvent::Presence`, `Join`, `Leave`, `Typing`, `Read` receipts, and
+//! on a user socket `Activity`, `Added`, `Removed`) and the connection
+//! [`Status`]. [`read`](Client::read) marks the room read up to a seq;
+//! [`presence`](Client::presence) is who is in the room right now.
 //!
 //! When the socket drops, the client reconnects by itself with exponential
 //! backoff and jitter ([`Backoff`]) and resumes with `?since=<last seq

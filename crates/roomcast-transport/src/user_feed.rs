@@ -126,7 +126,7 @@ async fn admit(
     let upgrade = upgrade.map_err(|rejection| {
         ApiError::new(
             rejection.status(),
-            "bad_request",
+            crate::ErrorCode::BadRequest,
             "This endpoint speaks WebSocket only.",
         )
     })?;
@@ -418,9 +418,11 @@ async fn room_at(app: &AppState, address: &str) -> Option<Room> {
 
 /// The user socket, for the OpenAPI document (the frames are in
 /// PROTOCOL.md section 7).
-#[utoipa::path(get, path = "/ws/user", tag = "websocket",
-    responses((status = 101, description = "Upgraded to WebSocket: `activity`, `added` and `removed` events for every room of the user"),
-        (status = 401, body = crate::api::dto::ErrorBody), (status = 403, body = crate::api::dto::ErrorBody),
-        (status = 503, body = crate::api::dto::ErrorBody)))]
+#[utoipa::path(get, path = "/ws/user", tag = "websocket", operation_id = "userSocket",
+    responses((status = 101, description = "Upgraded to WebSocket: `activity`, `added` and `removed` events for every room of the user; the frames are in docs/protocol.md"),
+        (status = 400, body = crate::api::dto::ErrorBody, description = "Not a WebSocket request"),
+        (status = 401, body = crate::api::dto::ErrorBody, description = "Missing, invalid or expired token"),
+        (status = 403, body = crate::api::dto::ErrorBody, description = "Origin not allowed"),
+        (status = 503, body = crate::api::dto::ErrorBody, description = "At the connection limit, or storage down")))]
 #[allow(dead_code)]
 pub(crate) async fn ws_user_doc() {}

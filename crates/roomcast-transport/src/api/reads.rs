@@ -11,11 +11,13 @@ use crate::{ApiError, AppState, reads};
 /// Stores the caller's read position in the room: it only moves forward
 /// and is clamped to the room's last seq. When it moves, the room's other
 /// sockets get a read receipt, as for the `read` frame.
-#[utoipa::path(put, path = "/api/rooms/{host}/{slug}/read", tag = "rooms",
-    params(("host" = String, Path), ("slug" = String, Path)),
+#[utoipa::path(put, path = "/api/rooms/{host}/{slug}/read", tag = "rooms", operation_id = "markRead",
+    params(("host" = String, Path, description = "The host's username"), ("slug" = String, Path, description = "The room's slug")),
     request_body = ReadRequest,
-    responses((status = 200, body = ReadStateDto), (status = 400, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = ReadStateDto, description = "The caller's read state after the call"),
+        (status = 400, body = ErrorBody, description = "`seq` missing or not a non-negative integer"),
+        (status = 403, body = ErrorBody, description = "Not a participant"),
+        (status = 404, body = ErrorBody, description = "No such room")))]
 pub(crate) async fn mark_read(
     State(app): State<AppState>,
     caller: CurrentUser,
