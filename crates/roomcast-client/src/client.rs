@@ -771,14 +771,14 @@ mod tests {
                 .expect("in time")
                 .expect("running");
             if let ClientEvent::Frame(ServerFrame::Event(ChatEvent::Read { user, seq })) = event {
-                assert_eq!((user.as_str(), seq), ("carol", 3));
+                assert_eq!((user.as_str(), seq), ("carol", Seq::new(3)));
                 break;
             }
         }
         let names: Vec<String> = client.presence().iter().map(|u| u.to_string()).collect();
         assert_eq!(names, ["alice", "carol"]);
 
-        client.read(7).await.expect("written");
+        client.read(Seq::new(7)).await.expect("written");
         let frame = next_text(&mut server).await;
         assert_eq!(frame, serde_json::json!({"type": "read", "seq": 7}));
         drop(server);

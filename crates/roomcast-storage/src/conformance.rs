@@ -975,26 +975,41 @@ pub async fn read_positions_only_move_forward_up_to_the_last_seq(store: Storage)
     for i in 0..5 {
         post(&store, room_id, &alice, &format!("m{i}")).await;
     }
-    let mark = store.mark_read(room_id, bob.id, 3).await.expect("read");
+    let mark = store
+        .mark_read(room_id, bob.id, Seq::new(3))
+        .await
+        .expect("read");
     assert!(mark.moved);
-    assert_eq!((mark.state.read_seq, mark.state.last_seq), (3, 5));
+    assert_eq!(
+        (mark.state.read_seq, mark.state.last_seq),
+        (Seq::new(3), Seq::new(5))
+    );
     assert_eq!(mark.state.unread, 2);
-    let back = store.mark_read(room_id, bob.id, 2).await.expect("read");
+    let back = store
+        .mark_read(room_id, bob.id, Seq::new(2))
+        .await
+        .expect("read");
     assert!(!back.moved, "a read position never moves back");
     assert_eq!(back.state.read_seq, 3);
-    let same = store.mark_read(room_id, bob.id, 3).await.expect("read");
+    let same = store
+        .mark_read(room_id, bob.id, Seq::new(3))
+        .await
+        .expect("read");
     assert!(!same.moved);
-    let past = store.mark_read(room_id, bob.id, 1_000).await.expect("read");
+    let past = store
+        .mark_read(room_id, bob.id, Seq::new(1_000))
+        .await
+        .expect("read");
     assert!(past.moved);
     assert_eq!(past.state.read_seq, 5, "clamped to the room's last seq");
     assert_eq!(past.state.unread, 0);
     let huge = store
-        .mark_read(room_id, bob.id, u64::MAX)
+        .mark_read(room_id, bob.id, Seq::new(u64::MAX))
         .await
         .expect("read");
     assert!(!huge.moved);
     assert!(matches!(
-        store.mark_read(room_id, carol.id, 1).await,
+        store.mark_read(room_id, carol.id, Seq::new(1)).await,
         Err(StorageError::NotFound)
     ));
     assert_eq!(
@@ -1008,7 +1023,7 @@ pub async fn read_positions_only_move_forward_up_to_the_last_seq(store: Storage)
             .await
             .expect("state")
             .map(|s| s.read_seq),
-        Some(5)
+        Some(Seq::new(5))
     );
 }
 
@@ -1094,7 +1109,10 @@ pub async fn unread_counts_stay_exact_under_batched_writes(store: Storage) {
                 post(&store, room_id, &alice, &format!("old {i}")).await.0,
             ));
         }
-        store.mark_read(room_id, bob.id, 2).await.expect("read");
+        store
+            .mark_read(room_id, bob.id, Seq::new(2))
+            .await
+            .expect("read");
     }
     // Posts by both, edits and deletes of read and unread messages, queued
     // together so that backends batch them into shared commits.
@@ -1136,7 +1154,7 @@ pub async fn unread_counts_stay_exact_under_batched_writes(store: Storage) {
         // Bob's 10 are unread for alice, who never read anything.
         assert_eq!(unread(&store, room_id, &alice).await, 10);
         let history = store.history(room_id, None, 100).await.expect("history");
-        let others_after = |who: UserId, after: u64| {
+        let others_after = |who: UserId, after: Seq| {
             history
                 .iter()
                 .filter(|m| m.user_id != who && m.seq > after)
@@ -1162,11 +1180,21 @@ pub async fn room_lists_carry_each_rooms_read_state(store: Storage) {
         post(&store, busy, &bob, &format!("b{i}")).await;
     }
     post(&store, elsewhere, &bob, "not alice's").await;
-    store.mark_read(busy, alice.id, 1).await.expect("read");
+    store
+        .mark_read(busy, alice.id, Seq::new(1))
+        .await
+        .expect("read");
     let list = store.room_list(alice.id).await.expect("list");
     let got: Vec<_> = list
         .iter()
-        .map(|l| (l.room.id, l.read.last_seq, l.read.read_seq, l.read.unread))
+        .map(|l| {
+            (
+                l.room.id,
+                l.read.last_seq.get(),
+                l.read.read_seq.get(),
+                l.read.unread,
+            )
+        })
         .collect();
     assert_eq!(got, vec![(busy, 3, 1, 2), (quiet, 0, 0, 0)], "newest first");
     assert_eq!(list[0].room.participants_count, 2);

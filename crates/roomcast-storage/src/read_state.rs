@@ -10,7 +10,7 @@
 use roomcast_domain::{Room, Seq};
 
 use crate::StorageError;
-use crate::rows::StoredRow;
+use crate::rows::{self, StoredRow};
 
 /// A participant's read state in one room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -46,13 +46,10 @@ pub(crate) const READ_STATE_COLUMNS: &str =
 
 pub(crate) fn read_state<R: StoredRow>(row: &R) -> Result<ReadState, StorageError> {
     Ok(ReadState {
-        last_seq: row.int("last_seq")?.max(0) as u64,
-        read_seq: row.int("read_seq")?.max(0) as u64,
+        last_seq: rows::seq(row, "last_seq")?,
+        read_seq: rows::seq(row, "read_seq")?,
+        // Never negative while the triggers keep the counts; a negative
+        // one would be a bug there, shown as nothing unread.
         unread: row.int("unread")?.max(0) as u64,
     })
-}
-
-/// A seq for a database column: larger than any real one when it does not fit.
-pub(crate) fn seq_bind(seq: Seq) -> i64 {
-    i64::try_from(seq).unwrap_or(i64::MAX)
 }

@@ -32,7 +32,7 @@ impl Backfill for StorageBackfill {
             Ok(seq) => Ok(seq),
             // A user's own channel (`user_feed::user_channel`) is no room
             // and has no event log: it starts, and stays, at 0.
-            Err(roomcast_storage::StorageError::NotFound) => Ok(0),
+            Err(roomcast_storage::StorageError::NotFound) => Ok(Seq::ZERO),
             Err(e) => Err(BroadcastError::Backfill(Box::new(e))),
         }
     }

@@ -81,7 +81,7 @@ impl Receipts {
         if now - reader.last_sent >= RECEIPT_INTERVAL {
             reader.last_sent = now;
             drop(readers);
-            publish(app.clone(), room, user.username.clone(), seq);
+            publish(app.clone(), room, user.id, user.username.clone(), seq);
             return;
         }
         reader.waiting = Some(seq);
@@ -105,16 +105,19 @@ impl Receipts {
                 })
             };
             if let Some((username, seq)) = next {
-                publish(task_app, room, username, seq);
+                publish(task_app, room, user_key, username, seq);
             }
         });
     }
 }
 
-fn publish(app: AppState, room: RoomId, user: Username, seq: Seq) {
+/// Sends a receipt to the room's other sockets: the reader's own do not
+/// get it back (they know what they read).
+fn publish(app: AppState, room: RoomId, reader: UserId, user: Username, seq: Seq) {
     let frame = ServerFrame::Event(ChatEvent::Read { user, seq });
     let envelope = Envelope::Ephemeral {
         frame: Bytes::from(frame.to_json()),
+        from: Some(reader),
     };
     // Publishing may wait on the layer: not inside the caller's lock, and
     // not holding up the reader's next frame.

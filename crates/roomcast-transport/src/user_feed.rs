@@ -83,6 +83,7 @@ fn activity(room: &Room, state: ReadState) -> ChatEvent {
 async fn publish_to_user(app: &AppState, user: UserId, event: ChatEvent) {
     let envelope = Envelope::Ephemeral {
         frame: Bytes::from(ServerFrame::Event(event).to_json()),
+        from: None,
     };
     if let Err(e) = app.hub().publish(user_channel(user), envelope).await {
         tracing::debug!(error = %e, "user event not relayed to other nodes");
@@ -330,7 +331,7 @@ async fn run(app: AppState, socket: WebSocket, mut session: Session) {
             },
             next = session.own.recv() => {
                 let frame = match next {
-                    Ok(Envelope::Ephemeral { frame }) => frame,
+                    Ok(Envelope::Ephemeral { frame, .. }) => frame,
                     Ok(_) | Err(RecvError::Lagged(_)) => continue,
                     Err(RecvError::Closed) => break None,
                 };

@@ -211,7 +211,7 @@ async fn measure(settings: &Settings, backend: &str, url: &str) -> anyhow::Resul
         let seq = (i as u64 * 997) % (settings.messages + 1);
         let sent = Instant::now();
         store
-            .mark_read(room.room.id, reader_id, seq)
+            .mark_read(room.room.id, reader_id, seq.into())
             .await
             .context("mark_read")?;
         marks.push(sent.elapsed());
@@ -268,7 +268,7 @@ async fn check(
     let mut total = 0;
     for listing in &list {
         let room = Uuid::from(listing.room.id);
-        let read_seq = i64::try_from(listing.read.read_seq)?;
+        let read_seq = i64::try_from(listing.read.read_seq.get())?;
         let counted: i64 = match (&mut sqlite, &mut pg) {
             (Some(conn), _) => {
                 sqlx::query_scalar(

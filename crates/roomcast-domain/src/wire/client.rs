@@ -193,7 +193,10 @@ mod tests {
                 ClientFrame::Delete { id },
             ),
             (r#"{"type":"typing"}"#, ClientFrame::Typing),
-            (r#"{"type":"read","seq":42}"#, ClientFrame::Read { seq: 42 }),
+            (
+                r#"{"type":"read","seq":42}"#,
+                ClientFrame::Read { seq: Seq::new(42) },
+            ),
             (
                 r#"{"type":null,"message":"x","extra":[1,2]}"#,
                 ClientFrame::Text {

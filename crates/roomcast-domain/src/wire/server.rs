@@ -332,7 +332,7 @@ mod tests {
             (
                 ServerFrame::Event(ChatEvent::Read {
                     user: Username::parse("bob").expect("name"),
-                    seq: 7,
+                    seq: Seq::new(7),
                 })
                 .to_json(),
                 r#"{"type":"chat_event","action":"read","user":"bob","seq":7}"#,
@@ -340,7 +340,7 @@ mod tests {
             (
                 ServerFrame::Event(ChatEvent::Activity {
                     room: "alice/club".into(),
-                    seq: 8,
+                    seq: Seq::new(8),
                     unread: 2,
                 })
                 .to_json(),

@@ -8,7 +8,7 @@ use sqlx::{Database, Encode, Executor, IntoArguments, Type};
 use uuid::Uuid;
 
 use super::{Backend, Done, Result, SqlStore, db};
-use crate::read_state::{READ_STATE_COLUMNS, read_state, seq_bind};
+use crate::read_state::{READ_STATE_COLUMNS, read_state};
 use crate::rows::{self, ROOM_COLUMNS};
 use crate::{ReadMark, ReadRepository, ReadState, RoomListing, StorageError};
 
@@ -44,7 +44,7 @@ where
         )
         .bind(Uuid::from(room))
         .bind(Uuid::from(user))
-        .bind(seq_bind(seq))
+        .bind(rows::seq_param(seq))
         .execute(&mut *tx)
         .await
         .map_err(db::<B>)?;

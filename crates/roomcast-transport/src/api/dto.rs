@@ -71,8 +71,10 @@ pub(crate) struct RoomListingDto {
     #[serde(flatten)]
     pub room: RoomDto,
     /// The room's latest seq.
+    #[schema(value_type = u64)]
     pub last_seq: Seq,
     /// The caller's read position (`read` frame, `PUT .../read`).
+    #[schema(value_type = u64)]
     pub read_seq: Seq,
     /// Messages of others after `read_seq` that are not deleted.
     pub unread: u64,
@@ -92,14 +94,17 @@ impl From<&roomcast_storage::RoomListing> for RoomListingDto {
 /// `PUT /api/rooms/{host}/{slug}/read`: read up to `seq`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct ReadRequest {
+    #[schema(value_type = u64)]
     pub seq: Seq,
 }
 
 /// The caller's read state in a room after `PUT .../read`.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ReadStateDto {
+    #[schema(value_type = u64)]
     pub last_seq: Seq,
     /// Only moves forward, at most `last_seq`.
+    #[schema(value_type = u64)]
     pub read_seq: Seq,
     pub unread: u64,
 }
