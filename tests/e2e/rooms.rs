@@ -9,7 +9,11 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::harness::{TestApp, Ws, spawn_app};
+use roomcast_client::{Auth, Client, ClientConfig, ClientEvent};
+use roomcast_domain::Seq;
+use roomcast_domain::wire::{ChatEvent, ServerFrame};
+
+use crate::harness::{PATIENCE, TestApp, Ws, spawn_app};
 use crate::http_api::{Account, Api, ws};
 use crate::multinode::{fleet, shared_redis_url, unique_prefix};
 
@@ -451,4 +455,54 @@ async fn user_sockets_and_receipts_cross_nodes() {
         (&frame["room"], &frame["unread"]),
         (&json!("alice/far"), &json!(1))
     );
+    // Removed on node a, told on node b.
+    let (status, _, _) = api_a
+        .call(
+            reqwest::Method::DELETE,
+            "/api/rooms/alice/far/participants/bob",
+            Some(&alice.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let removed = next_matching(&mut bob_user, |f| f["action"] == "removed").await;
+    assert_eq!(removed["room"], "alice/far");
+}
+
+#[tokio::test]
+async fn the_rust_client_reads_and_knows_who_is_here() {
+    let app = spawn_app().await;
+    let api = Api::new(&app);
+    let (_alice, bob, mut alice_ws, _bob_ws) = club(&app, &api).await;
+    say(&mut alice_ws, "for bob").await;
+    let config = ClientConfig::new(
+        &format!("ws://{}/ws/chat", app.addr),
+        "alice",
+        "club",
+        Auth::Bearer(bob.token.clone()),
+    )
+    .expect("config")
+    .with_origin(app.origin());
+    let (client, mut events) = Client::connect(config);
+    // Presence comes once the socket is live, after the replay of seq 1.
+    loop {
+        let event = tokio::time::timeout(PATIENCE, events.next())
+            .await
+            .expect("an event in time")
+            .expect("client running");
+        if let ClientEvent::Frame(ServerFrame::Event(ChatEvent::Presence { .. })) = event {
+            break;
+        }
+    }
+    let names: Vec<String> = client.presence().iter().map(|u| u.to_string()).collect();
+    assert_eq!(names, ["alice", "bob"]);
+    assert_eq!(client.last_seq(), Seq::new(1));
+    client.read(client.last_seq()).await.expect("read sent");
+    let got = next_matching(&mut alice_ws, receipt).await;
+    assert_eq!((&got["user"], &got["seq"]), (&json!("bob"), &json!(1)));
+    assert_eq!(
+        listing(&api, &bob.token, "alice", "club").await["unread"],
+        0
+    );
+    assert!(client.close().await, "a clean close");
 }
