@@ -19,7 +19,9 @@ macro_rules! uuid_id {
 
         impl $name {
             /// A fresh id. Version 7 UUIDs sort by creation time, which keeps
-            /// database indexes append-mostly.
+            /// database indexes append-mostly. (Deliberately not `Default`:
+            /// a default that mints a random id hides a missing value.)
+            #[allow(clippy::new_without_default)]
             pub fn new() -> Self {
                 Self(Uuid::now_v7())
             }
@@ -35,12 +37,6 @@ macro_rules! uuid_id {
             /// Parses the hyphenated form used on the wire.
             pub fn parse(s: &str) -> Result<Self, IdError> {
                 Uuid::parse_str(s).map(Self).map_err(|_| IdError)
-            }
-        }
-
-        impl Default for $name {
-            fn default() -> Self {
-                Self::new()
             }
         }
 
@@ -95,6 +91,12 @@ uuid_id!(
 uuid_id!(
     /// Identifies a chat message; the seed sends it as `id` and `messageId`.
     MessageId
+);
+uuid_id!(
+    /// Identifies a login session: the family of refresh tokens that
+    /// descend from one login by rotation, revoked together (a replayed
+    /// token, a logout). Access tokens carry it as their `sid` claim.
+    RefreshFamily
 );
 
 #[cfg(test)]

@@ -21,6 +21,6 @@ pub use body::{
 };
 pub use entities::{Message, Room, User};
 pub use event::{Event, EventKind, NegativeSeq, Seq};
-pub use ids::{IdError, MessageId, RoomId, UserId};
+pub use ids::{IdError, MessageId, RefreshFamily, RoomId, UserId};
 pub use names::{MAX_NAME_CHARS, NameError, RoomSlug, Username};
 pub use timestamp::Timestamp;

@@ -12,12 +12,13 @@
 use std::collections::HashSet;
 
 use roomcast_domain::{
-    ClientId, EventKind, MessageBody, MessageId, RoomId, RoomSlug, Seq, User, UserId, Username,
+    ClientId, EventKind, MessageBody, MessageId, RefreshFamily, RoomId, RoomSlug, Seq, User,
+    UserId, Username,
 };
 
 use crate::{
-    NewMessage, NewRefreshToken, NewRoom, NewUser, RefreshRefusal, RoomSeed, Storage, StorageError,
-    WriteOp, WriteOutcome,
+    NewMessage, NewRefreshToken, NewRoom, NewUser, RefreshOwner, RefreshRefusal, RoomSeed,
+    RotatedRefreshToken, Storage, StorageError, WriteOp, WriteOutcome,
 };
 use roomcast_domain::Timestamp;
 
@@ -842,76 +843,72 @@ pub async fn refresh_tokens_rotate_once_and_replays_revoke_the_family(store: Sto
     let alice = user(&store, "alice").await;
     let later =
         Timestamp::from_unix_micros(Timestamp::now().unix_micros() + 3_600_000_000).expect("ts");
-    let token = |hash: &str| NewRefreshToken {
+    let first = |hash: &str, family: RefreshFamily| NewRefreshToken {
         token_hash: hash.to_owned(),
         user_id: alice.id,
-        family: uuid::Uuid::nil(),
+        family,
         expires: later,
     };
-    let family = uuid::Uuid::now_v7();
+    let next = |hash: &str| RotatedRefreshToken {
+        token_hash: hash.to_owned(),
+        expires: later,
+    };
+    let family = RefreshFamily::new();
+    let owner = RefreshOwner {
+        user_id: alice.id,
+        family,
+    };
     store
-        .insert_refresh_token(NewRefreshToken {
-            family,
-            ..token("t1")
-        })
+        .insert_refresh_token(first("t1", family))
         .await
         .expect("insert");
     assert_eq!(
-        store.refresh_token_family("t1").await.expect("family"),
-        Some((alice.id, family))
+        store.refresh_token_owner("t1").await.expect("owner"),
+        Some(owner)
     );
     assert_eq!(
         store
-            .rotate_refresh_token("t1", token("t2"))
+            .rotate_refresh_token("t1", next("t2"))
             .await
             .expect("rotate"),
-        Ok(alice.id)
+        Ok(owner)
     );
     assert_eq!(
-        store.refresh_token_family("t2").await.expect("family"),
-        Some((alice.id, family)),
-        "rotation keeps the family"
+        store.refresh_token_owner("t2").await.expect("owner"),
+        Some(owner),
+        "rotation keeps the user and the family"
     );
     // t1 again: a replay. Refused, and t2 dies with it.
     assert_eq!(
         store
-            .rotate_refresh_token("t1", token("t3"))
+            .rotate_refresh_token("t1", next("t3"))
             .await
             .expect("rotate"),
         Err(RefreshRefusal::Reused)
     );
-    assert_eq!(
-        store.refresh_token_family("t2").await.expect("family"),
-        None
-    );
+    assert_eq!(store.refresh_token_owner("t2").await.expect("owner"), None);
     assert_eq!(
         store
-            .rotate_refresh_token("t2", token("t4"))
+            .rotate_refresh_token("t2", next("t4"))
             .await
             .expect("rotate"),
         Err(RefreshRefusal::Reused)
     );
     assert_eq!(
         store
-            .rotate_refresh_token("never", token("t5"))
+            .rotate_refresh_token("never", next("t5"))
             .await
             .expect("rotate"),
         Err(RefreshRefusal::Unknown)
     );
     // Logout revokes a family.
-    let other = uuid::Uuid::now_v7();
+    let other = RefreshFamily::new();
     store
-        .insert_refresh_token(NewRefreshToken {
-            family: other,
-            ..token("o1")
-        })
+        .insert_refresh_token(first("o1", other))
         .await
         .expect("insert");
     store.revoke_refresh_family(other).await.expect("revoke");
-    assert_eq!(
-        store.refresh_token_family("o1").await.expect("family"),
-        None
-    );
+    assert_eq!(store.refresh_token_owner("o1").await.expect("owner"), None);
 }
 
 pub async fn retention_prunes_old_events_but_keeps_messages(store: Storage) {

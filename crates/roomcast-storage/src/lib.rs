@@ -31,7 +31,9 @@ mod write;
 
 use std::sync::Arc;
 
-pub use credentials::{Credentials, NewRefreshToken, RefreshRefusal};
+pub use credentials::{
+    Credentials, NewRefreshToken, RefreshOwner, RefreshRefusal, RotatedRefreshToken,
+};
 pub use error::StorageError;
 pub use model::{
     Admission, CommitPolicy, NewMessage, NewRoom, NewUser, Posted, RoomSeed, SeededRoom,

@@ -3,13 +3,14 @@
 
 use async_trait::async_trait;
 use roomcast_domain::{
-    Event, Message, MessageBody, MessageId, Room, RoomId, RoomSlug, Seq, User, UserId, Username,
+    Event, Message, MessageBody, MessageId, RefreshFamily, Room, RoomId, RoomSlug, Seq, User,
+    UserId, Username,
 };
 
 use crate::{
     Admission, Credentials, NewMessage, NewRefreshToken, NewRoom, NewUser, PendingWrite, Posted,
-    ReadMark, ReadState, RefreshRefusal, RoomListing, RoomSeed, SeededRoom, StorageError, WriteOp,
-    WriteOutcome,
+    ReadMark, ReadState, RefreshOwner, RefreshRefusal, RoomListing, RoomSeed, RotatedRefreshToken,
+    SeededRoom, StorageError, WriteOp, WriteOutcome,
 };
 
 type Result<T> = std::result::Result<T, StorageError>;
@@ -143,19 +144,21 @@ pub trait CredentialRepository: Send + Sync {
     /// The user whose username is `login`, or whose email is `login`
     /// (case-insensitively), with their password hash.
     async fn credentials(&self, login: &str) -> Result<Option<Credentials>>;
+    /// Stores the first refresh token of a login. `NotFound` for an
+    /// unknown user.
     async fn insert_refresh_token(&self, token: NewRefreshToken) -> Result<()>;
-    /// Atomically marks `old_hash` used and stores `new` in its family.
-    /// A used token presented again revokes the whole family. Returns the
-    /// token's user.
+    /// Atomically marks `old_hash` used and stores `next` for the same user
+    /// and family, which it returns. A used token presented again revokes
+    /// the whole family.
     async fn rotate_refresh_token(
         &self,
         old_hash: &str,
-        new: NewRefreshToken,
-    ) -> Result<std::result::Result<UserId, RefreshRefusal>>;
+        next: RotatedRefreshToken,
+    ) -> Result<std::result::Result<RefreshOwner, RefreshRefusal>>;
     /// The user and family of a live (unused, unexpired) token.
-    async fn refresh_token_family(&self, hash: &str) -> Result<Option<(UserId, uuid::Uuid)>>;
+    async fn refresh_token_owner(&self, hash: &str) -> Result<Option<RefreshOwner>>;
     /// Marks every token of the family used (logout).
-    async fn revoke_refresh_family(&self, family: uuid::Uuid) -> Result<()>;
+    async fn revoke_refresh_family(&self, family: RefreshFamily) -> Result<()>;
 }
 
 /// A whole backend: what the server holds as `Arc<dyn Store>`.

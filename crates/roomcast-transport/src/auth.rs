@@ -75,7 +75,7 @@ impl JwtKeys {
         &self,
         user: &User,
         ttl: time::Duration,
-        session: Option<uuid::Uuid>,
+        session: Option<roomcast_domain::RefreshFamily>,
     ) -> Result<String, AuthError> {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let claims = Claims {

@@ -1,13 +1,16 @@
 //! Passwords and refresh tokens, on either SQL backend.
 
 use async_trait::async_trait;
-use roomcast_domain::UserId;
+use roomcast_domain::{RefreshFamily, UserId};
 use sqlx::{Database, Encode, Executor, IntoArguments, Type};
 use uuid::Uuid;
 
 use super::{Backend, Result, SqlStore, StoredRow, db, now_micros};
 use crate::rows;
-use crate::{CredentialRepository, Credentials, NewRefreshToken, RefreshRefusal};
+use crate::{
+    CredentialRepository, Credentials, NewRefreshToken, RefreshOwner, RefreshRefusal,
+    RotatedRefreshToken, StorageError,
+};
 
 #[async_trait]
 impl<B: Backend> CredentialRepository for SqlStore<B>
@@ -46,7 +49,7 @@ where
         )
         .bind(token.token_hash.as_str())
         .bind(Uuid::from(token.user_id))
-        .bind(token.family)
+        .bind(Uuid::from(token.family))
         .bind(token.expires.unix_micros())
         .execute(&self.pool)
         .await
@@ -57,8 +60,8 @@ where
     async fn rotate_refresh_token(
         &self,
         old_hash: &str,
-        new: NewRefreshToken,
-    ) -> Result<std::result::Result<UserId, RefreshRefusal>> {
+        next: RotatedRefreshToken,
+    ) -> Result<std::result::Result<RefreshOwner, RefreshRefusal>> {
         let now = now_micros();
         let mut tx = self.pool.begin().await.map_err(db::<B>)?;
         // Write first, so the transaction takes the write lock at once.
@@ -75,19 +78,19 @@ where
         .map_err(db::<B>)?;
         let outcome = match claimed {
             Some(row) => {
-                let user = row.uuid("user_id")?;
+                let owner = owner(&row)?;
                 sqlx::query(
                     "INSERT INTO refresh_tokens (token_hash, user_id, family, expires_at) \
                      VALUES ($1, $2, $3, $4)",
                 )
-                .bind(new.token_hash.as_str())
-                .bind(user)
-                .bind(row.uuid("family")?)
-                .bind(new.expires.unix_micros())
+                .bind(next.token_hash.as_str())
+                .bind(Uuid::from(owner.user_id))
+                .bind(Uuid::from(owner.family))
+                .bind(next.expires.unix_micros())
                 .execute(&mut *tx)
                 .await
                 .map_err(db::<B>)?;
-                Ok(UserId::from_uuid(user))
+                Ok(owner)
             }
             None => {
                 let used = sqlx::query(
@@ -120,7 +123,7 @@ where
         Ok(outcome)
     }
 
-    async fn refresh_token_family(&self, hash: &str) -> Result<Option<(UserId, Uuid)>> {
+    async fn refresh_token_owner(&self, hash: &str) -> Result<Option<RefreshOwner>> {
         let row = sqlx::query(
             "SELECT user_id, family FROM refresh_tokens \
              WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2",
@@ -130,17 +133,24 @@ where
         .fetch_optional(&self.pool)
         .await
         .map_err(db::<B>)?;
-        row.map(|r| Ok((UserId::from_uuid(r.uuid("user_id")?), r.uuid("family")?)))
-            .transpose()
+        row.as_ref().map(owner).transpose()
     }
 
-    async fn revoke_refresh_family(&self, family: Uuid) -> Result<()> {
+    async fn revoke_refresh_family(&self, family: RefreshFamily) -> Result<()> {
         sqlx::query("UPDATE refresh_tokens SET used_at = $1 WHERE family = $2 AND used_at IS NULL")
             .bind(now_micros())
-            .bind(family)
+            .bind(Uuid::from(family))
             .execute(&self.pool)
             .await
             .map_err(db::<B>)?;
         Ok(())
     }
+}
+
+/// The `user_id` and `family` columns of a `refresh_tokens` row.
+fn owner(row: &impl StoredRow) -> std::result::Result<RefreshOwner, StorageError> {
+    Ok(RefreshOwner {
+        user_id: UserId::from_uuid(row.uuid("user_id")?),
+        family: RefreshFamily::from_uuid(row.uuid("family")?),
+    })
 }

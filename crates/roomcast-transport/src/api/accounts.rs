@@ -7,8 +7,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use rand::RngCore;
-use roomcast_domain::{Timestamp, User, Username};
-use roomcast_storage::{NewRefreshToken, NewUser, RefreshRefusal};
+use roomcast_domain::{RefreshFamily, Timestamp, User, Username};
+use roomcast_storage::{NewRefreshToken, NewUser, RefreshRefusal, RotatedRefreshToken};
 use sha2::{Digest, Sha256};
 
 use super::dto::{
@@ -105,21 +105,25 @@ pub(crate) async fn refresh(
     JsonBody(req): JsonBody<RefreshRequest>,
 ) -> Result<Response, ApiError> {
     let refused = || ApiError::unauthorized("Invalid or expired refresh token.");
-    let old_hash = token_hash(&req.refresh);
-    let (_, family) = app
+    let (refresh, next) = refresh_secret(&app);
+    let next = RotatedRefreshToken {
+        token_hash: next.hash,
+        expires: next.expires,
+    };
+    // The rotation says whose the token was: the user and the session the
+    // new access token names, read in the same transaction.
+    match app
         .storage()
-        .refresh_token_family(&old_hash)
+        .rotate_refresh_token(&token_hash(&req.refresh), next)
         .await?
-        .unwrap_or_default();
-    let (refresh, new) = new_refresh_token(&app, None, family);
-    match app.storage().rotate_refresh_token(&old_hash, new).await? {
-        Ok(user_id) => {
+    {
+        Ok(owner) => {
             let user = app
                 .storage()
-                .user_by_id(user_id)
+                .user_by_id(owner.user_id)
                 .await?
                 .ok_or_else(refused)?;
-            let token = access_token(&app, &user, family)?;
+            let token = access_token(&app, &user, owner.family)?;
             let cookie = session_cookie(&app, &token)?;
             Ok((
                 StatusCode::OK,
@@ -155,18 +159,18 @@ pub(crate) async fn logout(
         && let Some(sid) = claims
             .sid
             .as_deref()
-            .and_then(|s| uuid::Uuid::parse_str(s).ok())
+            .and_then(|s| RefreshFamily::parse(s).ok())
     {
         app.storage().revoke_refresh_family(sid).await?;
     }
     let req: LogoutRequest = serde_json::from_slice(&body).unwrap_or_default();
     if let Some(refresh) = req.refresh
-        && let Some((_, family)) = app
+        && let Some(owner) = app
             .storage()
-            .refresh_token_family(&token_hash(&refresh))
+            .refresh_token_owner(&token_hash(&refresh))
             .await?
     {
-        app.storage().revoke_refresh_family(family).await?;
+        app.storage().revoke_refresh_family(owner.family).await?;
     }
     let clear = cookie_header(&app, "", 0)?;
     Ok((StatusCode::NO_CONTENT, [(SET_COOKIE, clear)]).into_response())
@@ -197,9 +201,16 @@ async fn issue_session(
     user: &User,
     status: StatusCode,
 ) -> Result<Response, ApiError> {
-    let family = uuid::Uuid::now_v7();
-    let (refresh, stored) = new_refresh_token(app, Some(user), family);
-    app.storage().insert_refresh_token(stored).await?;
+    let family = RefreshFamily::new();
+    let (refresh, secret) = refresh_secret(app);
+    app.storage()
+        .insert_refresh_token(NewRefreshToken {
+            token_hash: secret.hash,
+            user_id: user.id,
+            family,
+            expires: secret.expires,
+        })
+        .await?;
     let token = access_token(app, user, family)?;
     let cookie = session_cookie(app, &token)?;
     let body = AuthResponse {
@@ -210,7 +221,7 @@ async fn issue_session(
     Ok((status, [(SET_COOKIE, cookie)], Json(body)).into_response())
 }
 
-fn access_token(app: &AppState, user: &User, family: uuid::Uuid) -> Result<String, ApiError> {
+fn access_token(app: &AppState, user: &User, family: RefreshFamily) -> Result<String, ApiError> {
     let ttl = time::Duration::try_from(app.config().access_token_ttl)
         .unwrap_or(time::Duration::minutes(10));
     app.keys()
@@ -221,26 +232,25 @@ fn access_token(app: &AppState, user: &User, family: uuid::Uuid) -> Result<Strin
         })
 }
 
-/// A random refresh token and the row that stores its hash.
-fn new_refresh_token(
-    app: &AppState,
-    user: Option<&User>,
-    family: uuid::Uuid,
-) -> (String, NewRefreshToken) {
+/// What storage keeps of a new refresh token: its hash, never the token.
+struct StoredSecret {
+    hash: String,
+    expires: Timestamp,
+}
+
+/// A random refresh token, and its hash and expiry to store.
+fn refresh_secret(app: &AppState) -> (String, StoredSecret) {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
     let ttl = i64::try_from(app.config().refresh_token_ttl.as_micros()).unwrap_or(i64::MAX / 2);
     let expires = Timestamp::from_unix_micros(Timestamp::now().unix_micros().saturating_add(ttl))
         .unwrap_or_else(Timestamp::now);
-    let row = NewRefreshToken {
-        token_hash: token_hash(&token),
-        // On rotation the storage keeps the old token's user.
-        user_id: user.map(|u| u.id).unwrap_or_default(),
-        family,
+    let stored = StoredSecret {
+        hash: token_hash(&token),
         expires,
     };
-    (token, row)
+    (token, stored)
 }
 
 fn token_hash(token: &str) -> String {
