@@ -7,7 +7,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use anyhow::Context;
 use roomcast_broadcast::{Hub, HubConfig, RedisConfig, RedisLayer};
-use roomcast_storage::Storage;
+use roomcast_storage::{Retention, Storage};
 use roomcast_transport::{AllowedOrigins, AppState, JwtKeys, ShutdownMode, TransportConfig};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -74,8 +74,9 @@ pub struct Server {
     state: AppState,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
-    /// The event-log pruning task, when retention is configured.
-    retention: Option<JoinHandle<()>>,
+    /// The event-log pruning task, when retention is configured; stops
+    /// when the server is dropped.
+    _retention: Option<Retention>,
 }
 
 impl Server {
@@ -118,12 +119,12 @@ impl Server {
         );
         let state = AppState::new(storage, hub, JwtKeys::new(&secret), config);
         if let Some(handle) = prometheus() {
-            state.set_metrics(handle);
+            state.set_metrics(move || handle.render());
         }
         let (stop, stopped) = oneshot::channel::<()>();
         let retention = args.event_retention_days.map(|days| {
-            let storage = state.storage().clone();
-            tokio::spawn(prune_forever(storage, days))
+            let keep = std::time::Duration::from_secs(u64::from(days) * 24 * 3600);
+            Retention::start(state.storage().clone(), keep)
         });
         let task = tokio::spawn(roomcast_transport::serve(
             listener,
@@ -137,7 +138,7 @@ impl Server {
             state,
             stop: Some(stop),
             task,
-            retention,
+            _retention: retention,
         })
     }
 
@@ -162,37 +163,13 @@ impl Server {
         self.wait().await
     }
 
-    /// Waits for the server to end (after `shutdown`, or a fatal error).
+    /// Waits for the server to end (after `shutdown`, or a fatal error);
+    /// the retention task stops with it.
     pub async fn wait(self) -> anyhow::Result<()> {
-        let result = self
-            .task
+        self.task
             .await
             .context("server task panicked")?
-            .context("server failed");
-        if let Some(retention) = self.retention {
-            retention.abort();
-        }
-        result
-    }
-}
-
-/// Drops events older than the retention from the log, hourly.
-async fn prune_forever(storage: Storage, days: u32) {
-    let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
-    loop {
-        every.tick().await;
-        let keep = i64::from(days) * 24 * 3600 * 1_000_000;
-        let cutoff = roomcast_domain::Timestamp::from_unix_micros(
-            roomcast_domain::Timestamp::now()
-                .unix_micros()
-                .saturating_sub(keep),
-        );
-        let Some(cutoff) = cutoff else { continue };
-        match storage.prune_events(cutoff).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(events = n, days, "pruned the event log"),
-            Err(e) => tracing::warn!(error = %e, "pruning the event log failed; will retry"),
-        }
+            .context("server failed")
     }
 }
 

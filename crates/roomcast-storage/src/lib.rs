@@ -24,6 +24,7 @@ mod model;
 pub mod postgres;
 mod read_state;
 mod repository;
+mod retention;
 mod rows;
 pub mod sql;
 pub mod sqlite;
@@ -43,6 +44,7 @@ pub use read_state::{ReadMark, ReadState, RoomListing};
 pub use repository::{
     CredentialRepository, MessageRepository, ReadRepository, RoomRepository, Store, UserRepository,
 };
+pub use retention::Retention;
 pub use sqlite::SqliteStore;
 pub use write::{PendingWrite, WriteOp, WriteOutcome};
 

@@ -32,8 +32,7 @@ pub(crate) async fn ws_chat(
 ) -> Response {
     match admit(&app, &host, &slug, &query, &headers).await {
         Err(refusal) => {
-            tracing::debug!(status = %refusal.status, code = %refusal.code, %host, %slug, "handshake refused");
-            crate::metrics::handshake_refused(refusal_reason(&refusal));
+            tracing::debug!(status = %refusal.error.status, code = %refusal.error.code, %host, %slug, "handshake refused");
             refusal.into_response()
         }
         Ok(Admitted {
@@ -44,26 +43,17 @@ pub(crate) async fn ws_chat(
         }) => {
             let upgrade = match upgrade {
                 Ok(u) => u,
-                Err(rejection) => {
-                    return ApiError::new(
-                        rejection.status(),
-                        crate::ErrorCode::BadRequest,
-                        "This endpoint speaks WebSocket only.",
-                    )
-                    .into_response();
-                }
+                Err(rejection) => return Refusal::not_websocket(&rejection).into_response(),
             };
             let Some(slot) = app.try_connect() else {
-                crate::metrics::handshake_refused("overloaded");
-                return ApiError::unavailable("The server is at its connection limit.")
-                    .into_response();
+                return Refusal::overloaded().into_response();
             };
             // Join the room and read its position before answering the
             // handshake: a client that sees 101 gets every event stored
             // after that, even one posted the next instant by someone else.
             let (feed, current, first_kept) = match join_at_current(&app, &room, since).await {
                 Ok(joined) => joined,
-                Err(refusal) => return refusal.into_response(),
+                Err(e) => return Refusal::new(Reason::Unavailable, e).into_response(),
             };
             // Built once and boxed: the upgrade task then holds a pointer,
             // not copies of the user and room at each stage of its future.
@@ -130,17 +120,20 @@ async fn admit(
     slug: &str,
     query: &WsQuery,
     headers: &HeaderMap,
-) -> Result<Admitted, ApiError> {
+) -> Result<Admitted, Refusal> {
     let (user_id, claims) = authenticate(app, headers)?;
     let since = match &query.since {
         None => None,
-        Some(s) => Some(
-            s.parse::<Seq>()
-                .map_err(|_| ApiError::bad_request("`since` must be a non-negative integer."))?,
-        ),
+        Some(s) => Some(s.parse::<Seq>().map_err(|_| {
+            Refusal::new(
+                Reason::BadRequest,
+                ApiError::bad_request("`since` must be a non-negative integer."),
+            )
+        })?),
     };
-    let unknown_user = || ApiError::unauthorized("Invalid or expired token.");
-    let room_missing = || ApiError::not_found("Room not found.");
+    let unknown_user = Refusal::unknown_user;
+    let room_missing =
+        || Refusal::new(Reason::RoomNotFound, ApiError::not_found("Room not found."));
     let (host, slug) = match (Username::parse(host), RoomSlug::parse(slug)) {
         (Ok(host), Ok(slug)) => (host, slug),
         // No room can be at this address; the user is still checked first.
@@ -158,8 +151,9 @@ async fn admit(
     crate::access::identified(user.id);
     let room = admission.room.ok_or_else(room_missing)?;
     if !admission.participant {
-        return Err(ApiError::forbidden(
-            "You are not a participant of this room.",
+        return Err(Refusal::new(
+            Reason::NotParticipant,
+            ApiError::forbidden("You are not a participant of this room."),
         ));
     }
     Ok(Admitted {
@@ -176,18 +170,110 @@ async fn admit(
 pub(crate) fn authenticate(
     app: &AppState,
     headers: &HeaderMap,
-) -> Result<(roomcast_domain::UserId, crate::Claims), ApiError> {
-    let token =
-        token_from(headers).ok_or_else(|| ApiError::unauthorized("Authentication required."))?;
+) -> Result<(roomcast_domain::UserId, crate::Claims), Refusal> {
+    let token = token_from(headers).ok_or_else(|| {
+        Refusal::new(
+            Reason::Unauthorized,
+            ApiError::unauthorized("Authentication required."),
+        )
+    })?;
     let (user_id, claims) = app.keys().verify(&token).map_err(|e| {
         tracing::debug!(error = %e, "token refused");
-        ApiError::unauthorized("Invalid or expired token.")
+        Refusal::unknown_user()
     })?;
     let origin = headers.get(ORIGIN).map(|v| v.to_str().unwrap_or("\u{0}"));
     if !app.config().allowed_origins.allows(origin) {
-        return Err(ApiError::forbidden("Origin not allowed."));
+        return Err(Refusal::new(
+            Reason::Origin,
+            ApiError::forbidden("Origin not allowed."),
+        ));
     }
     Ok((user_id, claims))
+}
+
+/// A refused WebSocket handshake: the HTTP answer, and why, for the
+/// refusal metric. The reason is named where the refusal is decided,
+/// never read back from the answer's wording.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    pub(crate) reason: Reason,
+    pub(crate) error: ApiError,
+}
+
+/// The refusal metric's label values (low cardinality by construction).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reason {
+    Unauthorized,
+    Origin,
+    NotParticipant,
+    RoomNotFound,
+    BadRequest,
+    Overloaded,
+    Unavailable,
+}
+
+impl Reason {
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Reason::Unauthorized => "unauthorized",
+            Reason::Origin => "origin",
+            Reason::NotParticipant => "not_participant",
+            Reason::RoomNotFound => "room_not_found",
+            Reason::BadRequest => "bad_request",
+            Reason::Overloaded => "overloaded",
+            Reason::Unavailable => "unavailable",
+        }
+    }
+}
+
+impl Refusal {
+    pub(crate) fn new(reason: Reason, error: ApiError) -> Self {
+        Self { reason, error }
+    }
+
+    /// A token for a user that does not exist (any more), or an invalid one.
+    pub(crate) fn unknown_user() -> Self {
+        Self::new(
+            Reason::Unauthorized,
+            ApiError::unauthorized("Invalid or expired token."),
+        )
+    }
+
+    /// A plain HTTP request on a WebSocket endpoint.
+    pub(crate) fn not_websocket(rejection: &WebSocketUpgradeRejection) -> Self {
+        Self::new(
+            Reason::BadRequest,
+            ApiError::new(
+                rejection.status(),
+                crate::ErrorCode::BadRequest,
+                "This endpoint speaks WebSocket only.",
+            ),
+        )
+    }
+
+    /// The node is at its connection limit.
+    pub(crate) fn overloaded() -> Self {
+        Self::new(
+            Reason::Overloaded,
+            ApiError::unavailable("The server is at its connection limit."),
+        )
+    }
+}
+
+/// Storage failed while checking: the request's answer as for any API
+/// call (mostly 503), counted as unavailable.
+impl From<roomcast_storage::StorageError> for Refusal {
+    fn from(e: roomcast_storage::StorageError) -> Self {
+        Self::new(Reason::Unavailable, e.into())
+    }
+}
+
+impl IntoResponse for Refusal {
+    /// Counts the refusal, then answers it.
+    fn into_response(self) -> Response {
+        crate::metrics::handshake_refused(self.reason.label());
+        self.error.into_response()
+    }
 }
 
 /// An upgrade with the server's socket limits (buffers, message size).
@@ -227,18 +313,6 @@ async fn join_at_current(
             app.hub().leave(feed).await;
             Err(e.into())
         }
-    }
-}
-
-/// A low-cardinality label for the refusal metric.
-fn refusal_reason(refusal: &ApiError) -> &'static str {
-    match refusal.status.as_u16() {
-        401 => "unauthorized",
-        403 if refusal.message.starts_with("Origin") => "origin",
-        403 => "not_participant",
-        404 => "room_not_found",
-        400 => "bad_request",
-        _ => "unavailable",
     }
 }
 

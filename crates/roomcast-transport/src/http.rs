@@ -42,7 +42,7 @@ pub(crate) async fn readyz(State(app): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "operations", operation_id = "metrics", security(()),
     responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain")))]
 pub(crate) async fn metrics(State(app): State<AppState>) -> Response {
-    let text = app.metrics_handle().map(|h| h.render()).unwrap_or_default();
+    let text = app.render_metrics();
     let gauges = format!(
         "# TYPE roomcast_rooms_local gauge\nroomcast_rooms_local {}\n",
         app.hub().local_rooms()

@@ -3,13 +3,21 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use metrics_exporter_prometheus::PrometheusHandle;
 use roomcast_broadcast::Hub;
 use roomcast_storage::Storage;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::reads::Receipts;
+
+/// Renders the metrics text for `/metrics`.
+struct MetricsRenderer(Box<dyn Fn() -> String + Send + Sync>);
+
+impl std::fmt::Debug for MetricsRenderer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsRenderer")
+    }
+}
 use crate::{JwtKeys, TransportConfig};
 
 /// The server's shared state: storage, the node's hub, keys and settings,
@@ -31,7 +39,7 @@ struct Inner {
     /// Every socket task, so shutdown can wait for them to finish.
     sockets: TaskTracker,
     /// Renders `/metrics`, when the embedder installed a recorder.
-    metrics: OnceLock<PrometheusHandle>,
+    metrics: OnceLock<MetricsRenderer>,
     /// Read receipts waiting out their coalescing interval.
     receipts: Receipts,
 }
@@ -53,14 +61,20 @@ impl AppState {
         }
     }
 
-    /// Serves `/metrics` from this Prometheus recorder's handle (the first
-    /// one given wins).
-    pub fn set_metrics(&self, handle: PrometheusHandle) {
-        let _ = self.inner.metrics.set(handle);
+    /// Serves `/metrics` with what `render` returns: the text exposition
+    /// of the recorder the embedder installed behind the `metrics` facade
+    /// (the binary's is Prometheus). The first one given wins.
+    pub fn set_metrics(&self, render: impl Fn() -> String + Send + Sync + 'static) {
+        let _ = self.inner.metrics.set(MetricsRenderer(Box::new(render)));
     }
 
-    pub(crate) fn metrics_handle(&self) -> Option<&PrometheusHandle> {
-        self.inner.metrics.get()
+    /// The `/metrics` text; empty when no recorder was given.
+    pub(crate) fn render_metrics(&self) -> String {
+        self.inner
+            .metrics
+            .get()
+            .map(|render| (render.0)())
+            .unwrap_or_default()
     }
 
     pub fn storage(&self) -> &Storage {

@@ -36,7 +36,7 @@ use tokio::sync::Notify;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
-use crate::handshake::{authenticate, with_limits};
+use crate::handshake::{Reason, Refusal, authenticate, with_limits};
 use crate::state::ConnectionSlot;
 use crate::{ApiError, AppState, ShutdownMode};
 
@@ -101,15 +101,7 @@ pub(crate) async fn ws_user(
 ) -> Response {
     match admit(&app, &headers, upgrade).await {
         Ok(response) => response,
-        Err(refusal) => {
-            crate::metrics::handshake_refused(match refusal.status.as_u16() {
-                401 => "unauthorized",
-                403 => "origin",
-                400 => "bad_request",
-                _ => "unavailable",
-            });
-            refusal.into_response()
-        }
+        Err(refusal) => refusal.into_response(),
     }
 }
 
@@ -117,26 +109,21 @@ async fn admit(
     app: &AppState,
     headers: &HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Refusal> {
     let (user_id, claims) = authenticate(app, headers)?;
     let user = app
         .storage()
         .user_by_id(user_id)
         .await?
-        .ok_or_else(|| ApiError::unauthorized("Invalid or expired token."))?;
-    let upgrade = upgrade.map_err(|rejection| {
-        ApiError::new(
-            rejection.status(),
-            crate::ErrorCode::BadRequest,
-            "This endpoint speaks WebSocket only.",
-        )
-    })?;
-    let slot = app
-        .try_connect()
-        .ok_or_else(|| ApiError::unavailable("The server is at its connection limit."))?;
+        .ok_or_else(Refusal::unknown_user)?;
+    let upgrade = upgrade.map_err(|rejection| Refusal::not_websocket(&rejection))?;
+    let slot = app.try_connect().ok_or_else(Refusal::overloaded)?;
     let unavailable = |e: roomcast_broadcast::BroadcastError| {
         tracing::warn!(error = %e, "cannot join a user socket's channels");
-        ApiError::unavailable("Cannot follow your rooms right now; try again.")
+        Refusal::new(
+            Reason::Unavailable,
+            ApiError::unavailable("Cannot follow your rooms right now; try again."),
+        )
     };
     let own = app
         .hub()
