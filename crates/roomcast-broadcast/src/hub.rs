@@ -103,6 +103,29 @@ impl std::fmt::Debug for RoomFeed {
 /// per member of a 10-member room with an inline envelope, 0.7 KB boxed).
 type Slot = Arc<Envelope>;
 
+/// Why a [`RoomFeed`] gave no envelope: the hub's own terms, not its
+/// channel's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FeedError {
+    /// The reader fell more than `room_capacity` stored events behind and
+    /// this many were dropped for it: it must catch up from storage or be
+    /// closed.
+    #[error("fell {0} stored events behind")]
+    Lagged(u64),
+    /// The room's group is gone (the hub was dropped).
+    #[error("the room's feed ended")]
+    Closed,
+}
+
+impl From<broadcast::error::RecvError> for FeedError {
+    fn from(e: broadcast::error::RecvError) -> Self {
+        match e {
+            broadcast::error::RecvError::Lagged(n) => FeedError::Lagged(n),
+            broadcast::error::RecvError::Closed => FeedError::Closed,
+        }
+    }
+}
+
 impl RoomFeed {
     pub fn room(&self) -> RoomId {
         self.room
@@ -112,11 +135,13 @@ impl RoomFeed {
     /// reader fell more than `room_capacity` stored events behind and
     /// envelopes were dropped for it. Ephemeral ones it fell behind on are
     /// skipped: it gets the room's presence list in their place.
-    pub async fn recv(&mut self) -> Result<Envelope, broadcast::error::RecvError> {
+    pub async fn recv(&mut self) -> Result<Envelope, FeedError> {
         loop {
             let got = tokio::select! {
                 biased;
-                stored = self.rx.recv() => return stored.map(Arc::unwrap_or_clone),
+                stored = self.rx.recv() => {
+                    return stored.map(Arc::unwrap_or_clone).map_err(FeedError::from);
+                }
                 got = self.ephemeral.recv() => got,
             };
             match got {
@@ -126,27 +151,31 @@ impl RoomFeed {
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => return Ok(self.presence()),
-                Err(closed) => return Err(closed),
+                Err(broadcast::error::RecvError::Closed) => return Err(FeedError::Closed),
             }
         }
     }
 
-    /// The next envelope if one is ready, without waiting.
-    pub fn try_recv(&mut self) -> Result<Envelope, broadcast::error::TryRecvError> {
+    /// The next envelope if one is ready, without waiting: `Ok(None)` when
+    /// none is.
+    pub fn try_recv(&mut self) -> Result<Option<Envelope>, FeedError> {
         use broadcast::error::TryRecvError;
         match self.rx.try_recv() {
+            Ok(slot) => return Ok(Some(Arc::unwrap_or_clone(slot))),
             Err(TryRecvError::Empty) => {}
-            other => return other.map(Arc::unwrap_or_clone),
+            Err(TryRecvError::Lagged(n)) => return Err(FeedError::Lagged(n)),
+            Err(TryRecvError::Closed) => return Err(FeedError::Closed),
         }
         loop {
             match self.ephemeral.try_recv() {
                 Ok(slot) => {
                     if let Some(envelope) = self.keep(slot) {
-                        return Ok(envelope);
+                        return Ok(Some(envelope));
                     }
                 }
-                Err(TryRecvError::Lagged(_)) => return Ok(self.presence()),
-                Err(e) => return Err(e),
+                Err(TryRecvError::Lagged(_)) => return Ok(Some(self.presence())),
+                Err(TryRecvError::Empty) => return Ok(None),
+                Err(TryRecvError::Closed) => return Err(FeedError::Closed),
             }
         }
     }
@@ -582,16 +611,61 @@ struct Sequencer {
     next: Option<Seq>,
     /// Events that arrived before the ones they follow.
     early: BTreeMap<Seq, Envelope>,
-    /// A repair task is watching this room's gap.
+    /// A repair task is watching this room's gap (whatever the resync
+    /// does: the two fill the same `early` map and release through it).
     repairing: bool,
-    /// The layer asked for a resync before the room's position was known:
-    /// run it as soon as it is.
-    resync_wanted: bool,
-    /// A resync task is fetching this room's stored events.
-    resyncing: bool,
-    /// Another resync was asked for while one ran: run once more, since
-    /// the running one may have read storage before the loss.
-    resync_again: bool,
+    /// Where the room's catch-up from storage stands.
+    resync: Resync,
+}
+
+/// A room's resync from storage (after the layer lost messages): one task
+/// at a time, and never one before the room's position is known.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Resync {
+    /// None asked for, or the last one finished.
+    #[default]
+    Idle,
+    /// Asked for before the room's position was known: starts once it is.
+    Wanted,
+    /// A task is fetching the room's stored events.
+    Running,
+    /// Asked for again while a task ran: the task runs once more, since it
+    /// may have read storage before the loss.
+    Again,
+}
+
+impl Sequencer {
+    /// A resync is asked for. True when a task must be started now.
+    fn ask_resync(&mut self) -> bool {
+        let (state, start) = match (self.next, self.resync) {
+            (None, _) => (Resync::Wanted, false),
+            (Some(_), Resync::Running | Resync::Again) => (Resync::Again, false),
+            (Some(_), Resync::Idle | Resync::Wanted) => (Resync::Running, true),
+        };
+        self.resync = state;
+        start
+    }
+
+    /// The room's position became known: true when a resync was waiting
+    /// for it and must be started now.
+    fn position_known(&mut self, next: Seq) -> bool {
+        self.next = Some(next);
+        self.resync == Resync::Wanted && self.ask_resync()
+    }
+
+    /// The running task finished a pass: true when it must run once more
+    /// (asked for again meanwhile); otherwise the resync is over.
+    fn resync_pass_done(&mut self) -> bool {
+        let again = self.resync == Resync::Again;
+        self.resync = if again { Resync::Running } else { Resync::Idle };
+        again
+    }
+
+    /// The running task gave up (storage unreachable); the next event's
+    /// gap repair catches the room up.
+    fn resync_given_up(&mut self) {
+        self.resync = Resync::Idle;
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -666,23 +740,25 @@ impl LocalRooms {
     fn start_at(&self, room: RoomId, next: Seq) {
         if let Some(local) = self.room(room) {
             let mut order = lock(&local.order);
-            order.next = Some(next);
+            let resync = order.position_known(next);
             self.release(room, &local, &mut order);
-            if std::mem::take(&mut order.resync_wanted) {
-                self.start_resync(room, &mut order);
+            if resync {
+                self.spawn_resync(room);
             }
         }
     }
 
     /// Starts fetching the room's stored events after its position, unless
-    /// a resync is already running (then that one runs once more).
+    /// a resync is already running (then that one runs once more) or the
+    /// position is not known yet (then it starts once it is).
     fn start_resync(&self, room: RoomId, order: &mut Sequencer) {
-        if order.next.is_none() {
-            order.resync_wanted = true;
-        } else if order.resyncing {
-            order.resync_again = true;
-        } else if let Some(this) = self.me.upgrade() {
-            order.resyncing = true;
+        if order.ask_resync() {
+            self.spawn_resync(room);
+        }
+    }
+
+    fn spawn_resync(&self, room: RoomId) {
+        if let Some(this) = self.me.upgrade() {
             self.repairs
                 .spawn(async move { this.resync_from_storage(room).await });
         }
@@ -713,18 +789,16 @@ impl LocalRooms {
                         }
                     }
                     self.release(room, &local, &mut order);
-                    if full || std::mem::take(&mut order.resync_again) {
+                    if full || order.resync_pass_done() {
                         continue;
                     }
-                    order.resyncing = false;
                     return;
                 }
                 Err(e) => {
                     failures += 1;
                     if failures >= RESYNC_ATTEMPTS {
                         tracing::warn!(error = %e, %room, "resync from storage failed; giving up until the next event");
-                        order.resyncing = false;
-                        order.resync_again = false;
+                        order.resync_given_up();
                         return;
                     }
                     tracing::warn!(error = %e, %room, "resync from storage failed; will retry");
@@ -846,6 +920,36 @@ impl Inbox for LocalRooms {
 
 #[cfg(test)]
 mod tests {
+
+    /// The resync state machine, step by step: one task at a time, none
+    /// before the position is known, one more pass when asked meanwhile.
+    #[test]
+    fn a_resync_waits_for_the_position_and_runs_once_more_when_asked_again() {
+        let mut order = Sequencer::default();
+        assert!(
+            !order.ask_resync(),
+            "no position yet: nothing to fetch after"
+        );
+        assert_eq!(order.resync, Resync::Wanted);
+        assert!(
+            order.position_known(Seq::new(5)),
+            "the wanted resync starts"
+        );
+        assert_eq!(order.resync, Resync::Running);
+        assert!(!order.ask_resync(), "one task at a time");
+        assert_eq!(order.resync, Resync::Again);
+        assert!(!order.ask_resync(), "asking twice is asking once");
+        assert!(order.resync_pass_done(), "one more pass");
+        assert_eq!(order.resync, Resync::Running);
+        assert!(!order.resync_pass_done(), "then done");
+        assert_eq!(order.resync, Resync::Idle);
+        assert!(order.ask_resync(), "a new one starts at once");
+        order.resync_given_up();
+        assert_eq!(order.resync, Resync::Idle);
+        let mut fresh = Sequencer::default();
+        assert!(!fresh.position_known(Seq::new(1)), "nothing was wanted");
+        assert_eq!(fresh.resync, Resync::Idle);
+    }
     use super::*;
     use crate::InMemoryBus;
     use bytes::Bytes;
@@ -929,7 +1033,10 @@ mod tests {
             ],
             [1, 2, 3]
         );
-        assert!(feed.try_recv().is_err(), "the duplicate of 1 was dropped");
+        assert!(
+            matches!(feed.try_recv(), Ok(None)),
+            "the duplicate of 1 was dropped"
+        );
         assert_eq!(
             stored.fetches.load(Ordering::SeqCst),
             0,
@@ -981,7 +1088,7 @@ mod tests {
         a.publish(room, stored.store("x")).await.expect("publish");
         for feed in [&mut on_a, &mut on_b, &mut on_b2] {
             assert_eq!(next_seq(feed).await, 1);
-            assert!(feed.try_recv().is_err(), "delivered once");
+            assert!(matches!(feed.try_recv(), Ok(None)), "delivered once");
         }
         assert_eq!(b.local_rooms(), 1);
         b.leave(on_b).await;
@@ -1013,7 +1120,7 @@ mod tests {
         }
         hub.publish(room, stored.store("4")).await.expect("publish");
         assert_eq!(next_seq(&mut feed).await, 4);
-        assert!(feed.try_recv().is_err(), "nothing twice");
+        assert!(matches!(feed.try_recv(), Ok(None)), "nothing twice");
     }
 
     #[tokio::test]
@@ -1040,10 +1147,7 @@ mod tests {
                 .await
                 .expect("publish");
         }
-        assert!(matches!(
-            slow.recv().await,
-            Err(broadcast::error::RecvError::Lagged(_))
-        ));
+        assert!(matches!(slow.recv().await, Err(FeedError::Lagged(_))));
     }
 
     fn fast_presence_hub(bus: &InMemoryBus, stored: &Arc<Stored>) -> Hub {
@@ -1113,13 +1217,13 @@ mod tests {
             r#"{"type":"chat_event","action":"presence","users":["alice","bob"]}"#
         );
         let mut typing = 0;
-        while let Ok(envelope) = to_bob.try_recv() {
+        while let Ok(Some(envelope)) = to_bob.try_recv() {
             assert!(matches!(envelope, Envelope::Ephemeral { .. }));
             typing += 1;
         }
         assert!(typing <= 8, "at most the ephemeral capacity: {typing}");
         assert_eq!(next_seq(&mut from_alice).await, 1);
-        while let Ok(envelope) = from_alice.try_recv() {
+        while let Ok(Some(envelope)) = from_alice.try_recv() {
             let Envelope::Ephemeral { frame, .. } = envelope else {
                 panic!("only ephemeral frames left")
             };
@@ -1157,7 +1261,10 @@ mod tests {
         a.arrive(&mut bob_on_a, bob, &name("bob")).await;
         b.leave(bob_on_b).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(alice_tab.try_recv().is_err(), "bob is still here");
+        assert!(
+            matches!(alice_tab.try_recv(), Ok(None)),
+            "bob is still here"
+        );
         assert_eq!(
             a.presence(room).await.expect("presence"),
             [name("alice"), name("bob")]

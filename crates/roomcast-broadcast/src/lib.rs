@@ -32,7 +32,7 @@ pub mod wire;
 
 pub use envelope::Envelope;
 pub use error::BroadcastError;
-pub use hub::{Backfill, Hub, HubBuilder, HubConfig, RoomFeed};
+pub use hub::{Backfill, FeedError, Hub, HubBuilder, HubConfig, RoomFeed};
 pub use layer::{ChannelLayer, Inbox};
 pub use memory::{InMemoryBus, InMemoryLayer};
 pub use redis::{RedisConfig, RedisLayer, RedisLayerError};

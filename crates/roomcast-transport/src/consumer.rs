@@ -15,11 +15,10 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use roomcast_broadcast::{Envelope, RoomFeed};
+use roomcast_broadcast::{Envelope, FeedError, RoomFeed};
 use roomcast_domain::wire::{ChatEvent, ClientFrame, ErrorCode, ErrorFrame, ServerFrame};
 use roomcast_domain::{Event, Room, Seq, User};
 use roomcast_storage::{NewMessage, StorageError, WriteOp, WriteOutcome};
-use tokio::sync::broadcast::error::RecvError;
 
 use crate::backfill::encode_event;
 use crate::rate::TokenBucket;
@@ -604,11 +603,9 @@ impl Writer<'_> {
     async fn drain(&mut self, user: &User, feed: &mut RoomFeed) -> Result<(), End> {
         while self.pending < WRITE_BATCH {
             match feed.try_recv() {
-                Ok(envelope) => self.deliver(user, Ok(envelope)).await?,
-                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(n)) => {
-                    return self.deliver(user, Err(RecvError::Lagged(n))).await;
-                }
-                Err(_) => break,
+                Ok(Some(envelope)) => self.deliver(user, Ok(envelope)).await?,
+                Ok(None) => break,
+                Err(e) => return self.deliver(user, Err(e)).await,
             }
         }
         Ok(())
@@ -617,7 +614,7 @@ impl Writer<'_> {
     async fn deliver(
         &mut self,
         user: &User,
-        received: Result<Envelope, RecvError>,
+        received: Result<Envelope, FeedError>,
     ) -> Result<(), End> {
         match received {
             Ok(Envelope::Event { seq, frame }) => {
@@ -639,7 +636,7 @@ impl Writer<'_> {
                 Err(End::Close(close::POLICY, "Membership revoked."))
             }
             Ok(Envelope::Evict { .. }) => Ok(()),
-            Err(RecvError::Lagged(missed)) => {
+            Err(FeedError::Lagged(missed)) => {
                 tracing::info!(missed, user = %user.username, "slow consumer closed");
                 metrics::slow_consumer_closed();
                 Err(End::Close(
@@ -647,7 +644,7 @@ impl Writer<'_> {
                     "Too slow; reconnect with since.",
                 ))
             }
-            Err(RecvError::Closed) => Err(End::Close(close::GOING_AWAY, "Room closed.")),
+            Err(FeedError::Closed) => Err(End::Close(close::GOING_AWAY, "Room closed.")),
         }
     }
 

@@ -28,12 +28,11 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use roomcast_broadcast::{Envelope, RoomFeed};
+use roomcast_broadcast::{Envelope, FeedError, RoomFeed};
 use roomcast_domain::wire::{ChatEvent, ServerFrame};
 use roomcast_domain::{Room, RoomId, RoomSlug, User, UserId, Username};
 use roomcast_storage::ReadState;
 use tokio::sync::Notify;
-use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::handshake::{Reason, Refusal, authenticate, with_limits};
@@ -242,9 +241,9 @@ impl Watch {
                 let stored = tokio::select! {
                     () = token.cancelled() => break,
                     next = feed.recv() => match next {
-                        Ok(Envelope::Event { .. }) | Err(RecvError::Lagged(_)) => true,
+                        Ok(Envelope::Event { .. }) | Err(FeedError::Lagged(_)) => true,
                         Ok(_) => false,
-                        Err(RecvError::Closed) => break,
+                        Err(FeedError::Closed) => break,
                     },
                 };
                 if stored {
@@ -319,8 +318,8 @@ async fn run(app: AppState, socket: WebSocket, mut session: Session) {
             next = session.own.recv() => {
                 let frame = match next {
                     Ok(Envelope::Ephemeral { frame, .. }) => frame,
-                    Ok(_) | Err(RecvError::Lagged(_)) => continue,
-                    Err(RecvError::Closed) => break None,
+                    Ok(_) | Err(FeedError::Lagged(_)) => continue,
+                    Err(FeedError::Closed) => break None,
                 };
                 if let Some(text) = own_event(&app, &session.watch, frame).await
                     && sink.send(Message::Text(text)).await.is_err()
