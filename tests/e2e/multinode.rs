@@ -12,6 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use roomcast_app::FixtureRoom;
+use roomcast_broadcast::testing::PrivateRedis;
 use roomcast_domain::{RoomId, RoomSlug, Seq, UserId, Username};
 use serde_json::{Value, json};
 
@@ -198,64 +199,6 @@ async fn an_eviction_published_on_one_node_closes_the_users_sockets_on_the_other
 }
 
 // ------------------------------------------------------------ faults
-
-/// A `redis-server` of this test's own, on a free port.
-struct PrivateRedis {
-    port: u16,
-    child: Option<tokio::process::Child>,
-}
-
-impl PrivateRedis {
-    async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let mut redis = PrivateRedis { port, child: None };
-        redis.restart().await;
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts it (again) on the same port, and waits until it answers.
-    async fn restart(&mut self) {
-        let child = tokio::process::Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("redis-server is installed");
-        self.child = Some(child);
-        for _ in 0..200 {
-            if ping(self.port).await {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("private redis-server did not start on {}", self.port);
-    }
-
-    async fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().await.expect("kill redis-server");
-        }
-    }
-}
-
-async fn ping(port: u16) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut tcp) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
-        return false;
-    };
-    let mut buf = [0u8; 7];
-    tcp.write_all(b"PING\r\n").await.is_ok()
-        && tcp.read_exact(&mut buf).await.is_ok()
-        && &buf == b"+PONG\r\n"
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_dying_while_messages_flow_loses_nothing_and_duplicates_nothing() {

@@ -20,6 +20,7 @@
 //!
 //! Invariant: this crate knows the domain and nothing of storage or HTTP.
 
+#[cfg(feature = "test-support")]
 pub mod conformance;
 mod envelope;
 mod error;
@@ -28,6 +29,8 @@ mod layer;
 mod memory;
 pub mod presence;
 mod redis;
+#[cfg(feature = "test-support")]
+pub mod testing;
 pub mod wire;
 
 pub use envelope::Envelope;

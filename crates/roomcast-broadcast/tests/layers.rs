@@ -12,6 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use roomcast_broadcast::conformance::{LayerFactory, RecordingInbox};
+use roomcast_broadcast::testing::PrivateRedis;
 use roomcast_broadcast::{ChannelLayer, Envelope, InMemoryBus, Inbox, RedisConfig, RedisLayer};
 use roomcast_domain::{RoomId, Seq};
 use tokio::sync::mpsc;
@@ -78,66 +79,6 @@ mod redis {
 }
 
 // ------------------------------------------------------------ faults
-
-/// A `redis-server` of this test's own, on a free port.
-struct PrivateRedis {
-    port: u16,
-    child: Option<tokio::process::Child>,
-}
-
-impl PrivateRedis {
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port()
-    }
-
-    async fn start_on(port: u16) -> Self {
-        let mut redis = PrivateRedis { port, child: None };
-        redis.restart().await;
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    async fn restart(&mut self) {
-        let child = tokio::process::Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("redis-server is installed");
-        self.child = Some(child);
-        for _ in 0..200 {
-            if ping(self.port).await {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("private redis-server did not start on {}", self.port);
-    }
-
-    async fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().await.expect("kill redis-server");
-        }
-    }
-}
-
-async fn ping(port: u16) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut tcp) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
-        return false;
-    };
-    let mut buf = [0u8; 7];
-    tcp.write_all(b"PING\r\n").await.is_ok()
-        && tcp.read_exact(&mut buf).await.is_ok()
-        && &buf == b"+PONG\r\n"
-}
 
 /// Records deliveries and resyncs, in the order they happen.
 #[derive(Debug)]
@@ -267,7 +208,7 @@ async fn a_publisher_that_lost_publications_tells_the_others_to_resync() {
     // so only a's notice can tell b that it missed something.
     let mut lost = None;
     for seq in 1..=50 {
-        kill_publishers(redis.port).await;
+        kill_publishers(redis.port()).await;
         if a.publish(room, event(seq)).await.is_err() {
             lost = Some(seq);
             break;

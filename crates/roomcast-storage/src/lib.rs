@@ -17,6 +17,7 @@
 //! - Database errors never leave this crate as text for clients: they become
 //!   a [`StorageError`] variant.
 
+#[cfg(feature = "test-support")]
 pub mod conformance;
 mod credentials;
 mod error;

@@ -9,6 +9,7 @@
 //! queries are the shared ones of [`crate::sql`]; this module says how
 //! PostgreSQL is opened and spelled.
 
+#[cfg(feature = "test-support")]
 mod scratch;
 mod writer;
 
@@ -18,6 +19,7 @@ use std::time::Duration;
 use sqlx::error::DatabaseError;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
+#[cfg(feature = "test-support")]
 pub use self::scratch::TestDatabase;
 use self::writer::Writers;
 use crate::sql::{Backend, SqlStore};
