@@ -11,7 +11,7 @@
 //!
 //! The measurement always runs in release: invoked normally, this task
 //! re-runs itself with `cargo run --release` and `--measure`. Results go
-//! to `bench/results/layer-<rev>.json`.
+//! to the run's file under `bench/results/` (see bench/README.md).
 //!
 //! Flags: `--rate N` publishes/s (default 2000), `--rooms N` (100),
 //! `--secs N` measured seconds (5), `--size N` frame bytes (200),
@@ -461,15 +461,6 @@ async fn measure(params: Params) -> anyhow::Result<()> {
             "delivered": max_delivered,
         },
     });
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("xtask lives in the workspace")?;
-    let dir = root.join("bench/results");
-    std::fs::create_dir_all(&dir).context("creating bench/results")?;
-    let short: String = revision.chars().take(12).collect();
-    let path = dir.join(format!("layer-{short}-{}rps.json", params.rate));
-    std::fs::write(&path, serde_json::to_string_pretty(&result)? + "\n")
-        .with_context(|| format!("writing {}", path.display()))?;
-    println!("wrote {}", path.display());
+    super::report::write("layer", "in-process", serde_json::Value::Null, result)?;
     Ok(())
 }

@@ -13,7 +13,7 @@
 //! PostgreSQL is the machine's server (`ROOMCAST_BENCH_PG_URL`, default
 //! `postgres://postgres@127.0.0.1:5432/postgres`), in a throwaway database;
 //! SQLite is a file in a temp dir on the same disk. Results go to
-//! `bench/results/storage-<rev>-<unix time>.json`.
+//! the run's file under `bench/results/` (see bench/README.md).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -299,13 +299,7 @@ fn report(settings: &Settings, outcomes: &[Outcome], notes: &[String]) -> anyhow
             "p99_ms": (ms(o.p99) * 1000.0).round() / 1000.0,
         })).collect::<Vec<_>>(),
     });
-    let dir = workspace_root().join("bench").join("results");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let short: String = rev.chars().take(12).collect();
-    let path = dir.join(format!("storage-{short}-{unix}.json"));
-    std::fs::write(&path, serde_json::to_string_pretty(&doc)? + "\n")
-        .with_context(|| format!("writing {}", path.display()))?;
-    println!("\nwritten: {}", path.display());
+    super::report::write("storage", "in-process", serde_json::Value::Null, doc)?;
     Ok(())
 }
 

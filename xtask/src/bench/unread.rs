@@ -16,7 +16,7 @@
 //! for the user's rooms, then each room by primary key, its host by primary
 //! key and its participant count from the participants primary key: one
 //! row per room, never its messages. Results go to
-//! `bench/results/unread-<unix time>.json`.
+//! the run's file under `bench/results/` (see bench/README.md).
 
 use std::time::{Duration, Instant};
 
