@@ -1,7 +1,7 @@
 //! The stored things: users, rooms and messages, as the rest of the server
 //! handles them (wire shapes live in [`crate::wire`]).
 
-use crate::{ClientId, MessageId, RoomId, RoomSlug, Seq, Timestamp, UserId, Username};
+use crate::{ClientId, MessageId, RoomId, RoomSlug, Seq, Timestamp, UserId, Username, Visibility};
 
 /// A user account. Passwords and tokens are not part of it on purpose.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +24,8 @@ pub struct Room {
     pub created: Timestamp,
     pub updated: Timestamp,
     pub participants_count: u64,
+    /// Who may join.
+    pub visibility: Visibility,
 }
 
 /// A chat message with its author's public fields, as the seed's

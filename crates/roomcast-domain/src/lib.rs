@@ -14,6 +14,7 @@ mod event;
 mod ids;
 mod names;
 mod timestamp;
+mod visibility;
 pub mod wire;
 
 pub use body::{
@@ -24,3 +25,4 @@ pub use event::{Event, EventKind, NegativeSeq, Seq};
 pub use ids::{IdError, MessageId, RefreshFamily, RoomId, UserId};
 pub use names::{MAX_NAME_CHARS, NameError, RoomSlug, Username};
 pub use timestamp::Timestamp;
+pub use visibility::{Visibility, VisibilityError};

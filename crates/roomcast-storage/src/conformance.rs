@@ -20,7 +20,7 @@ use crate::{
     NewMessage, NewRefreshToken, NewRoom, NewUser, RefreshOwner, RefreshRefusal, RoomSeed,
     RotatedRefreshToken, Storage, StorageError, WriteOp, WriteOutcome,
 };
-use roomcast_domain::Timestamp;
+use roomcast_domain::{Timestamp, Visibility};
 
 /// Generates one test per conformance check for a backend factory.
 #[macro_export]
@@ -50,6 +50,9 @@ macro_rules! conformance_tests {
             unread_counts_live_messages_of_others_through_edits_and_deletes,
             unread_counts_stay_exact_under_batched_writes,
             room_lists_carry_each_rooms_read_state,
+            rooms_keep_the_visibility_they_were_made_with,
+            removed_participants_are_banned_until_the_host_adds_them,
+            revoked_sessions_are_shared_until_they_expire,
         );
     };
     (@each $factory:expr; $($check:ident),* $(,)?) => {
@@ -94,6 +97,7 @@ async fn room(store: &Storage, host: &User, s: &str) -> RoomId {
             slug: slug(s),
             name: s.to_owned(),
             description: String::new(),
+            visibility: Visibility::Private,
         })
         .await
         .expect("create room")
@@ -204,6 +208,7 @@ pub async fn room_slugs_are_unique_per_host(store: Storage) {
             slug: slug("general"),
             name: "again".into(),
             description: String::new(),
+            visibility: Visibility::Private,
         })
         .await;
     assert!(
@@ -1203,4 +1208,116 @@ pub async fn room_lists_carry_each_rooms_read_state(store: Storage) {
         .map(|r| r.id)
         .collect();
     assert_eq!(rooms_of, vec![busy, quiet]);
+pub async fn rooms_keep_the_visibility_they_were_made_with(store: Storage) {
+    let alice = user(&store, "alice").await;
+    let open = store
+        .create_room(NewRoom {
+            host: alice.id,
+            slug: slug("open"),
+            name: "Open".into(),
+            description: String::new(),
+            visibility: Visibility::Public,
+        })
+        .await
+        .expect("create room");
+    assert_eq!(open.visibility, Visibility::Public);
+    room(&store, &alice, "closed").await;
+    let found = store
+        .room_by_address(&alice.username, &slug("closed"))
+        .await
+        .expect("find")
+        .expect("exists");
+    assert_eq!(found.visibility, Visibility::Private);
+    let admission = store
+        .admission(alice.id, &alice.username, &slug("open"))
+        .await
+        .expect("admission");
+    assert_eq!(
+        admission.room.map(|r| r.visibility),
+        Some(Visibility::Public)
+    );
+}
+
+pub async fn removed_participants_are_banned_until_the_host_adds_them(store: Storage) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let room_id = room(&store, &alice, "general").await;
+    assert!(!store.ban_participant(room_id, bob.id).await.expect("ban"));
+    assert!(
+        !store.is_banned(room_id, bob.id).await.expect("banned?"),
+        "not a participant: no ban"
+    );
+    store.add_participant(room_id, bob.id).await.expect("join");
+    assert!(store.ban_participant(room_id, bob.id).await.expect("ban"));
+    assert!(
+        !store
+            .is_participant(room_id, bob.id)
+            .await
+            .expect("participant?")
+    );
+    assert!(store.is_banned(room_id, bob.id).await.expect("banned?"));
+    assert!(
+        store
+            .readmit_participant(room_id, bob.id)
+            .await
+            .expect("readmit")
+    );
+    assert!(
+        store
+            .is_participant(room_id, bob.id)
+            .await
+            .expect("participant?")
+    );
+    assert!(!store.is_banned(room_id, bob.id).await.expect("banned?"));
+    assert!(
+        !store
+            .readmit_participant(room_id, bob.id)
+            .await
+            .expect("again")
+    );
+    let nobody = UserId::new();
+    assert!(matches!(
+        store.readmit_participant(room_id, nobody).await,
+        Err(StorageError::NotFound)
+    ));
+}
+
+pub async fn revoked_sessions_are_shared_until_they_expire(store: Storage) {
+    let start = Timestamp::now();
+    let later = |secs: i64| {
+        Timestamp::from_unix_micros(start.unix_micros() + secs * 1_000_000).expect("in range")
+    };
+    let (live, gone) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    store
+        .revoke_session(live, later(600))
+        .await
+        .expect("revoke");
+    store
+        .revoke_session(live, later(600))
+        .await
+        .expect("twice is fine");
+    store.revoke_session(gone, later(-1)).await.expect("revoke");
+    let since = Timestamp::from_unix_micros(start.unix_micros() - 1_000_000).expect("in range");
+    let seen: Vec<_> = store
+        .revoked_sessions_since(since)
+        .await
+        .expect("poll")
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(seen, vec![live], "expired revocations are not served");
+    assert!(
+        store
+            .revoked_sessions_since(later(60))
+            .await
+            .expect("poll")
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .prune_revoked_sessions(Timestamp::now())
+            .await
+            .expect("prune"),
+        1
+    );
 }

@@ -17,6 +17,7 @@
 //! - Database errors never leave this crate as text for clients: they become
 //!   a [`StorageError`] variant.
 
+mod access;
 #[cfg(feature = "test-support")]
 pub mod conformance;
 mod credentials;
@@ -33,6 +34,7 @@ mod write;
 
 use std::sync::Arc;
 
+pub use access::AccessRepository;
 pub use credentials::{
     Credentials, NewRefreshToken, RefreshOwner, RefreshRefusal, RotatedRefreshToken,
 };

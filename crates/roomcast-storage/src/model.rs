@@ -1,7 +1,7 @@
 //! Inputs and outputs of repository calls that are not domain entities.
 
 use roomcast_domain::{
-    ClientId, Event, MessageBody, Room, RoomId, RoomSlug, User, UserId, Username,
+    ClientId, Event, MessageBody, Room, RoomId, RoomSlug, User, UserId, Username, Visibility,
 };
 
 /// A user account to create.
@@ -22,6 +22,7 @@ pub struct NewRoom {
     pub slug: RoomSlug,
     pub name: String,
     pub description: String,
+    pub visibility: Visibility,
 }
 
 /// A message to post.

@@ -48,6 +48,7 @@ pub trait RoomRepository: Send + Sync {
     async fn rooms_of(&self, user: UserId) -> Result<Vec<Room>>;
     /// Ensures users, rooms and participants exist, in bulk and without
     /// breaking what is there: what exists is kept, what is missing is added.
+    /// New rooms are public.
     async fn seed_rooms(&self, seeds: &[RoomSeed]) -> Result<Vec<SeededRoom>>;
 }
 
@@ -169,6 +170,7 @@ pub trait Store:
     + MessageRepository
     + ReadRepository
     + CredentialRepository
+    + crate::AccessRepository
     + std::fmt::Debug
 {
     /// A cheap round trip to the database, for readiness checks.

@@ -6,7 +6,7 @@
 
 use roomcast_domain::{
     ClientId, Event, EventKind, Message, MessageId, Room, RoomId, RoomSlug, Seq, Timestamp, User,
-    UserId, Username,
+    UserId, Username, Visibility,
 };
 use sqlx::Row;
 use sqlx::postgres::PgRow;
@@ -22,7 +22,7 @@ pub(crate) const EVENT_COLUMNS: &str = "e.room_id, e.seq, e.action, e.message_id
 
 /// Columns [`room`] reads, from `rooms r JOIN users h ON h.id = r.host_id`.
 pub(crate) const ROOM_COLUMNS: &str = "r.id, h.username AS host, r.slug, r.name, r.description, \
-     r.created_at, r.updated_at, \
+     r.created_at, r.updated_at, r.visibility, \
      (SELECT COUNT(*) FROM participants p WHERE p.room_id = r.id) AS participants_count";
 
 /// Columns [`admission`] reads, from `users u LEFT JOIN users h ON
@@ -31,7 +31,7 @@ pub(crate) const ROOM_COLUMNS: &str = "r.id, h.username AS host, r.slug, r.name,
 /// they would clash.
 pub(crate) const ADMISSION_COLUMNS: &str = "u.id, u.username, u.name, u.avatar, \
      r.id AS room_id, h.username AS host, r.slug, r.name AS room_name, r.description, \
-     r.created_at, r.updated_at, \
+     r.created_at, r.updated_at, r.visibility, \
      (SELECT COUNT(*) FROM participants p WHERE p.room_id = r.id) AS participants_count, \
      EXISTS (SELECT 1 FROM participants p WHERE p.room_id = r.id AND p.user_id = u.id) \
      AS participant";
@@ -154,6 +154,7 @@ fn room_named<R: StoredRow>(row: &R, id: &str, name: &str) -> Result<Room, Stora
         created: ts(row, "created_at")?,
         updated: ts(row, "updated_at")?,
         participants_count: u64::try_from(row.int("participants_count")?).map_err(corrupt)?,
+        visibility: Visibility::parse(&row.text("visibility")?).map_err(corrupt)?,
     })
 }
 

@@ -182,6 +182,7 @@ impl ProxiedRoom {
                 slug: RoomSlug::parse("doubt").expect("slug"),
                 name: "doubt".into(),
                 description: String::new(),
+                visibility: roomcast_domain::Visibility::Private,
             })
             .await
             .expect("room")

@@ -18,6 +18,7 @@
 //! `where` clauses to its users); a query that binds a type not listed
 //! there adds it to each.
 
+mod access;
 mod credentials;
 mod messages;
 mod reads;

@@ -25,8 +25,8 @@ where
         let mut tx = self.pool.begin().await.map_err(db::<B>)?;
         // An unknown host breaks the foreign key: `NotFound`.
         sqlx::query(
-            "INSERT INTO rooms (id, host_id, slug, name, description, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO rooms (id, host_id, slug, name, description, created_at, updated_at, \
+             visibility) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(Uuid::from(id))
         .bind(Uuid::from(new.host))
@@ -35,6 +35,7 @@ where
         .bind(new.description.as_str())
         .bind(now)
         .bind(now)
+        .bind(new.visibility.as_str())
         .execute(&mut *tx)
         .await
         .map_err(db::<B>)?;
@@ -164,8 +165,11 @@ where
             }
             let host = members.remove(0);
             sqlx::query(
-                "INSERT INTO rooms (id, host_id, slug, name, description, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, '', $5, $6) ON CONFLICT (host_id, slug) DO NOTHING",
+                // Seeded rooms (fixtures, benchmarks) are public: their
+                // members are listed, and outsiders get 403, not 404.
+                "INSERT INTO rooms (id, host_id, slug, name, description, created_at, updated_at, \
+                 visibility) VALUES ($1, $2, $3, $4, '', $5, $6, 'public') \
+                 ON CONFLICT (host_id, slug) DO NOTHING",
             )
             .bind(Uuid::from(RoomId::new()))
             .bind(Uuid::from(host.id))
