@@ -297,7 +297,7 @@ async fn typing_is_relayed_but_not_stored_nor_echoed() {
 #[tokio::test]
 async fn a_flood_beyond_the_rate_limit_gets_rate_limited_errors_and_stores_nothing_extra() {
     let temp = tempfile::tempdir().expect("temp dir");
-    let app = crate::harness::spawn_node(temp.path(), |args| args.rate_limit = Some(5)).await;
+    let app = crate::harness::spawn_node(temp.path(), |args| args.rate_limit = 5).await;
     let rooms = app.fixture(1, 1).await;
     let mut ws = app.connect(&rooms[0], 0).await;
     for i in 0..30 {
@@ -331,7 +331,7 @@ async fn a_flood_beyond_the_rate_limit_gets_rate_limited_errors_and_stores_nothi
 /// client that closes right after a burst loses none of it.
 #[tokio::test]
 async fn a_burst_sent_without_waiting_arrives_in_the_order_sent() {
-    let app = spawn_app().await;
+    let app = crate::harness::spawn_unlimited_app().await;
     let rooms = app.fixture(1, 2).await;
     let mut alice = app.connect(&rooms[0], 0).await;
     let mut bob = app.connect(&rooms[0], 1).await;

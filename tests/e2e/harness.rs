@@ -46,6 +46,20 @@ pub async fn spawn_app() -> TestApp {
     app
 }
 
+/// A server with the per-user limits off, for tests that load one user
+/// beyond what the defaults allow (bursts of hundreds of messages).
+pub async fn spawn_unlimited_app() -> TestApp {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let dir = temp.path().to_path_buf();
+    let options = Options {
+        unlimited: true,
+        ..Default::default()
+    };
+    let mut app = spawn_app_in(&dir, options).await;
+    app._temp = Some(temp);
+    app
+}
+
 /// Options that differ from the defaults in some tests.
 #[derive(Default, Clone)]
 pub struct Options {
@@ -59,6 +73,16 @@ pub struct Options {
     pub port: Option<u16>,
     /// Origins allowed to call the HTTP API cross-origin (CORS).
     pub cors_origins: Vec<String>,
+    /// Per-user limits off, as benchmarks and protocol checks run: for
+    /// tests that load one user beyond what the defaults allow.
+    pub unlimited: bool,
+}
+
+/// Switches the per-user limits off (`ROOMCAST_RATE_LIMIT=0`,
+/// `ROOMCAST_MAX_CONNECTIONS_PER_USER=0`).
+pub fn unlimited(args: &mut ServeArgs) {
+    args.rate_limit = 0;
+    args.max_connections_per_user = 0;
 }
 
 /// Which backend the spawned servers use.
@@ -114,7 +138,10 @@ pub async fn spawn_app_in(dir: &Path, options: Options) -> TestApp {
         args.shutdown_mode = roomcast_app::cli::ShutdownModeArg::Drop;
     }
     if let Some(max) = options.max_connections {
-        args.max_connections = max;
+        args.max_connections = Some(max);
+    }
+    if options.unlimited {
+        unlimited(&mut args);
     }
     if let Some(ms) = options.write_timeout_ms {
         args.write_timeout_ms = ms;
@@ -318,6 +345,14 @@ impl Ws {
 
     pub async fn send_text(&mut self, text: &str) {
         self.inner.send(Message::text(text)).await.expect("send");
+    }
+
+    /// Sends every frame with one flush at the end: a burst in one write.
+    pub async fn send_batch(&mut self, frames: impl IntoIterator<Item = Message>) {
+        for frame in frames {
+            self.inner.feed(frame).await.expect("send");
+        }
+        self.inner.flush().await.expect("send");
     }
 
     pub async fn send(&mut self, message: Message) {

@@ -8,9 +8,9 @@ use crate::harness::{TestApp, Ws, spawn_app};
 
 /// A signed-up user as the API returned them.
 pub(crate) struct Account {
-    pub(crate) username: String,
-    pub(crate) token: String,
-    refresh: String,
+    pub username: String,
+    pub token: String,
+    pub refresh: String,
 }
 
 /// A small HTTP client for the API (also used by `rooms.rs`).
@@ -101,7 +101,7 @@ impl Api {
     }
 }
 
-fn assert_error_shape(body: &Value) {
+pub(crate) fn assert_error_shape(body: &Value) {
     assert!(
         body["error"].as_str().is_some_and(|e| !e.is_empty()),
         "{body}"
@@ -144,10 +144,11 @@ async fn two_people_sign_up_make_a_room_and_chat() {
         .post(
             "/api/rooms",
             Some(&alice.token),
-            json!({"name": "Book Club!"}),
+            json!({"name": "Book Club!", "visibility": "public"}),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{room}");
+    assert_eq!(room["visibility"], "public");
     assert_eq!(room["slug"], "book-club");
     assert_eq!(room["host"], "alice");
     assert_eq!(room["participants_count"], 1);
@@ -261,7 +262,7 @@ async fn two_people_sign_up_make_a_room_and_chat() {
 
 #[tokio::test]
 async fn history_pages_back_across_250_messages() {
-    let app = spawn_app().await;
+    let app = crate::harness::spawn_unlimited_app().await;
     let api = Api::new(&app);
     let alice = api.signup("alice").await;
     api.post(
@@ -415,8 +416,12 @@ async fn removing_a_participant_closes_their_live_socket_with_1008() {
     let api = Api::new(&app);
     let alice = api.signup("alice").await;
     let bob = api.signup("bob").await;
-    api.post("/api/rooms", Some(&alice.token), json!({"name": "team"}))
-        .await;
+    api.post(
+        "/api/rooms",
+        Some(&alice.token),
+        json!({"name": "team", "visibility": "public"}),
+    )
+    .await;
     let (status, _) = api
         .post("/api/rooms/alice/team/join", Some(&bob.token), json!({}))
         .await;
@@ -449,11 +454,23 @@ async fn removing_a_participant_closes_their_live_socket_with_1008() {
     alice_ws.send_json(json!({"message": "still here"})).await;
     assert_eq!(alice_ws.next_json().await["body"], "still here");
 
-    // Leaving closes one's own sockets too.
+    // Removed means banned: the public room is closed to bob until alice
+    // adds him back.
     let (status, _) = api
         .post("/api/rooms/alice/team/join", Some(&bob.token), json!({}))
         .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, _) = api
+        .call(
+            reqwest::Method::PUT,
+            "/api/rooms/alice/team/participants/bob",
+            Some(&alice.token),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
+
+    // Leaving closes one's own sockets too.
     let mut bob_ws = ws(&app, "alice", "team", &bob.token)
         .await
         .expect("bob is back");
@@ -476,7 +493,7 @@ async fn bad_requests_get_json_errors() {
         (client.post(format!("{base}/api/auth/register")).json(&json!({"username": 5, "email": "a@b", "password": "x"})), 400),
         (client.post(format!("{base}/api/auth/register")).json(&json!({"username": "Bad Name", "email": "a@b.c", "password": "long enough"})), 400),
         (client.post(format!("{base}/api/auth/register")).json(&json!({"username": "alice", "email": "other@b.c", "password": "long enough"})), 409),
-        (client.post(format!("{base}/api/auth/register")).json(&json!({"username": "carol", "email": "ALICE@example.com", "password": "long enough"})), 409),
+        (client.post(format!("{base}/api/auth/register")).json(&json!({"username": "alice", "email": "ALICE@example.com", "password": "long enough"})), 409),
         (client.post(format!("{base}/api/rooms")).bearer_auth(&alice.token).json(&json!({"name": "x".repeat(100_000)})), 413),
         (client.get(format!("{base}/api/me")), 401),
         (client.get(format!("{base}/api/me")).bearer_auth("nope"), 401),

@@ -8,6 +8,7 @@ mod chat;
 mod client;
 mod closing;
 mod handshake;
+mod hardening;
 mod http_api;
 mod lifecycle;
 mod multinode;

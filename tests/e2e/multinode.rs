@@ -34,6 +34,8 @@ pub(crate) async fn fleet(dir: &Path, count: usize, redis_url: &str, prefix: &st
             spawn_node(dir, |args| {
                 args.redis_url = Some(redis_url.to_owned());
                 args.redis_prefix = prefix.to_owned();
+                // Posters here send faster than one user may by default.
+                crate::harness::unlimited(args);
             })
             .await,
         );

@@ -164,6 +164,7 @@ async fn a_database_outage_answers_unavailable_promptly_and_heals_by_itself() {
         dir.path(),
         Options {
             database_url: Some(pg.url()),
+            unlimited: true,
             ..Options::default()
         },
     )

@@ -73,7 +73,7 @@ async fn a_since_beyond_the_room_log_gets_reset() {
 
 #[tokio::test]
 async fn concurrent_senders_are_seen_by_everyone_in_seq_order_without_gaps() {
-    let app = spawn_app().await;
+    let app = crate::harness::spawn_unlimited_app().await;
     let rooms = app.fixture(1, 4).await;
     let room = &rooms[0];
     let mut watcher = app.connect(room, 3).await;
@@ -101,7 +101,7 @@ async fn concurrent_senders_are_seen_by_everyone_in_seq_order_without_gaps() {
 
 #[tokio::test]
 async fn reconnecting_during_continuous_sending_leaves_no_gap_and_no_duplicate() {
-    let app = spawn_app().await;
+    let app = crate::harness::spawn_unlimited_app().await;
     let rooms = app.fixture(1, 2).await;
     let mut sender = app.connect(&rooms[0], 0).await;
     const TOTAL: u64 = 300;
@@ -145,6 +145,7 @@ async fn a_reader_that_stops_reading_is_closed_and_resumes_without_loss_while_ot
     let options = crate::harness::Options {
         write_timeout_ms: Some(300),
         tcp_send_buffer: Some(8 * 1024),
+        unlimited: true,
         ..Default::default()
     };
     let app = crate::harness::spawn_app_in(temp.path(), options).await;

@@ -23,6 +23,8 @@ pub enum LogFormat {
     Json,
 }
 
+// The server's settings make `Serve` large; a command is parsed once.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server.
@@ -104,9 +106,15 @@ pub struct ServeArgs {
     /// default: the server's own http:// origin.
     #[arg(long, env = "ROOMCAST_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
-    /// Open sockets beyond which handshakes are refused with 503.
-    #[arg(long, env = "ROOMCAST_MAX_CONNECTIONS", default_value_t = 100_000)]
-    pub max_connections: usize,
+    /// Open sockets beyond which handshakes are refused with 503; default:
+    /// below the process's descriptor limit (`RLIMIT_NOFILE`, raised to its
+    /// hard limit at start), leaving room for HTTP and the database.
+    #[arg(long, env = "ROOMCAST_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Sockets one user may have open on a node; beyond, handshakes get
+    /// 429. 0: no cap.
+    #[arg(long, env = "ROOMCAST_MAX_CONNECTIONS_PER_USER", default_value_t = 20)]
+    pub max_connections_per_user: usize,
     /// How shutdown ends sockets: `frame` (close 1001) or `drop` (TCP close
     /// without a frame, so seed clients reconnect).
     #[arg(long, env = "ROOMCAST_SHUTDOWN_MODE", value_enum, default_value_t = ShutdownModeArg::Frame)]
@@ -129,10 +137,33 @@ pub struct ServeArgs {
     /// days; unset: forever. Messages themselves are kept either way.
     #[arg(long, env = "ROOMCAST_EVENT_RETENTION_DAYS")]
     pub event_retention_days: Option<u32>,
-    /// Client frames per second one socket may send (bursts of twice that);
-    /// unset: no limit. Frames beyond get a `rate_limited` error.
-    #[arg(long, env = "ROOMCAST_RATE_LIMIT")]
-    pub rate_limit: Option<u32>,
+    /// Messages per second one user may send, sustained, over all their
+    /// sockets and HTTP posts together; beyond, a frame gets a
+    /// `rate_limited` error (HTTP: 429) and nothing is stored. 0 turns every
+    /// per-user limit off (typing's too).
+    #[arg(long, env = "ROOMCAST_RATE_LIMIT", default_value_t = 10)]
+    pub rate_limit: u32,
+    /// Messages one user may send at once before the rate applies.
+    #[arg(long, env = "ROOMCAST_RATE_BURST", default_value_t = 20)]
+    pub rate_burst: u32,
+    /// Typing events relayed per user: at most one per this many
+    /// milliseconds (0: not limited).
+    #[arg(long, env = "ROOMCAST_TYPING_INTERVAL_MS", default_value_t = 2000)]
+    pub typing_interval_ms: u64,
+    /// A socket whose frames are refused at twice the rate or more for this
+    /// many seconds is closed with 1008 (0: never).
+    #[arg(long, env = "ROOMCAST_ABUSE_CLOSE_SECS", default_value_t = 10)]
+    pub abuse_close_secs: u64,
+    /// Seconds an HTTP connection may take to send a request head, and may
+    /// stay idle between keep-alive requests.
+    #[arg(long, env = "ROOMCAST_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_timeout_secs: u64,
+    /// Seconds an HTTP request (body and handling) may take (408 beyond).
+    #[arg(long, env = "ROOMCAST_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+    /// Password hashes and checks run at once; default: the number of cores.
+    #[arg(long, env = "ROOMCAST_PASSWORD_CONCURRENCY")]
+    pub password_concurrency: Option<usize>,
     /// Comma-separated origins whose pages may call the HTTP API with
     /// credentials (CORS), e.g. `https://app.example.com`; unset: CORS off.
     #[arg(long, env = "ROOMCAST_CORS_ORIGINS", value_delimiter = ',')]
@@ -171,14 +202,21 @@ impl ServeArgs {
             redis_wait: false,
             redis_prefix: "roomcast:".into(),
             allowed_origins: Vec::new(),
-            max_connections: 100_000,
+            max_connections: None,
+            max_connections_per_user: 20,
             shutdown_mode: ShutdownModeArg::Frame,
             access_token_ttl: 600,
             secure_cookies: false,
             write_timeout_ms: 10_000,
             tcp_send_buffer: None,
             event_retention_days: None,
-            rate_limit: None,
+            rate_limit: 10,
+            rate_burst: 20,
+            typing_interval_ms: 2000,
+            abuse_close_secs: 10,
+            header_timeout_secs: 10,
+            request_timeout_secs: 30,
+            password_concurrency: None,
             cors_origins: Vec::new(),
         }
     }

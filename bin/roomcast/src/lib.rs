@@ -10,6 +10,7 @@
 pub mod cli;
 mod fixture;
 pub mod logging;
+mod private_files;
 mod secret;
 mod server;
 

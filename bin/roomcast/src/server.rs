@@ -8,7 +8,10 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use anyhow::Context;
 use roomcast_broadcast::{Hub, HubConfig, RedisConfig, RedisLayer};
 use roomcast_storage::{Retention, Storage};
-use roomcast_transport::{AllowedOrigins, AppState, JwtKeys, ShutdownMode, TransportConfig};
+use roomcast_transport::{
+    AllowedOrigins, AppState, JwtKeys, RateLimitConfig, ShutdownMode, TransportConfig,
+};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -25,12 +28,41 @@ pub async fn open_storage(common: &CommonArgs) -> anyhow::Result<Storage> {
 /// gets its data directory created first.
 pub async fn open_storage_at(data_dir: &std::path::Path, url: &str) -> anyhow::Result<Storage> {
     if url.starts_with("sqlite:") {
-        std::fs::create_dir_all(data_dir)
-            .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+        crate::private_files::data_dir(data_dir)?;
+        // The default database file is made private before SQLite creates it.
+        let default_file = data_dir.join("roomcast.db");
+        if url == format!("sqlite://{}", default_file.display()) {
+            crate::private_files::database_file(&default_file)?;
+        }
     }
     roomcast_storage::connect(url)
         .await
         .with_context(|| format!("opening the database {}", redact(url)))
+}
+
+/// The WebSocket cap when none is configured: the descriptor limit (raised
+/// to its hard limit first) less what HTTP connections, the database, Redis
+/// and the process itself need.
+fn default_max_connections() -> usize {
+    const RESERVED: u64 = 256;
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(soft) => soft,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read RLIMIT_NOFILE; assuming 1024");
+            1024
+        }
+    };
+    // Nine tenths of what is left: HTTP requests come and go beside sockets.
+    let sockets = limit.saturating_sub(RESERVED) / 10 * 9;
+    let cap = usize::try_from(sockets)
+        .unwrap_or(usize::MAX)
+        .clamp(16, 1_000_000);
+    tracing::info!(
+        nofile = limit,
+        max_connections = cap,
+        "connection cap from the descriptor limit"
+    );
+    cap
 }
 
 /// A URL without its password, for messages.
@@ -93,7 +125,8 @@ impl Server {
         let hub = build_hub(args, &storage).await?;
         let config = TransportConfig {
             allowed_origins: allowed_origins(&args.allowed_origins, addr),
-            max_connections: args.max_connections,
+            max_connections: args.max_connections.unwrap_or_else(default_max_connections),
+            max_connections_per_user: args.max_connections_per_user,
             shutdown_mode: match args.shutdown_mode {
                 ShutdownModeArg::Frame => ShutdownMode::Frame,
                 ShutdownModeArg::Drop => ShutdownMode::Drop,
@@ -102,7 +135,14 @@ impl Server {
             secure_cookies: args.secure_cookies,
             write_timeout: std::time::Duration::from_millis(args.write_timeout_ms.max(1)),
             tcp_send_buffer_bytes: args.tcp_send_buffer,
-            max_frames_per_second: args.rate_limit.filter(|r| *r > 0),
+            rate_limit: RateLimitConfig {
+                per_second: args.rate_limit,
+                burst: args.rate_burst.max(1),
+                typing_interval: Duration::from_millis(args.typing_interval_ms),
+                abuse_after: Duration::from_secs(args.abuse_close_secs),
+            },
+            header_read_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
+            request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
             cors_origins: args
                 .cors_origins
                 .iter()
@@ -110,6 +150,13 @@ impl Server {
                 .filter(|o| !o.is_empty())
                 .collect(),
             ..TransportConfig::default()
+        };
+        let config = TransportConfig {
+            password_concurrency: args
+                .password_concurrency
+                .unwrap_or(config.password_concurrency)
+                .max(1),
+            ..config
         };
         tracing::info!(
             storage = storage.backend(),
@@ -297,6 +344,13 @@ mod tests {
             allowed_origins(&["http://a".into(), " ".into()], addr),
             AllowedOrigins::List(vec!["http://a".into()])
         );
+    }
+
+    #[test]
+    fn the_default_connection_cap_is_below_the_descriptor_limit() {
+        let cap = default_max_connections();
+        let (soft, _) = rlimit::getrlimit(rlimit::Resource::NOFILE).expect("getrlimit");
+        assert!((cap as u64) < soft, "{cap} sockets, {soft} descriptors");
     }
 
     #[test]

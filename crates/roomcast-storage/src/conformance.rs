@@ -230,6 +230,7 @@ pub async fn missing_references_are_not_found(store: Storage) {
             slug: slug("orphan"),
             name: "orphan".into(),
             description: String::new(),
+            visibility: Visibility::Private,
         })
         .await;
     assert!(matches!(orphan, Err(StorageError::NotFound)), "{orphan:?}");
@@ -1208,6 +1209,8 @@ pub async fn room_lists_carry_each_rooms_read_state(store: Storage) {
         .map(|r| r.id)
         .collect();
     assert_eq!(rooms_of, vec![busy, quiet]);
+}
+
 pub async fn rooms_keep_the_visibility_they_were_made_with(store: Storage) {
     let alice = user(&store, "alice").await;
     let open = store

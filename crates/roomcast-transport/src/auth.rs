@@ -24,6 +24,15 @@ pub struct Claims {
     pub sid: Option<String>,
 }
 
+impl Claims {
+    /// The login session, when the token names one.
+    pub fn session(&self) -> Option<roomcast_domain::RefreshFamily> {
+        self.sid
+            .as_deref()
+            .and_then(|s| roomcast_domain::RefreshFamily::parse(s).ok())
+    }
+}
+
 /// Why a token was refused. Clients only ever see "unauthorized".
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {

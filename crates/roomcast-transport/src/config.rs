@@ -81,13 +81,57 @@ pub struct TransportConfig {
     pub secure_cookies: bool,
     /// Largest HTTP request body accepted (413 beyond).
     pub max_body_bytes: usize,
-    /// Client frames per second one socket may send on average (bursts of
-    /// twice that); beyond it a frame gets a `rate_limited` error and is
-    /// dropped. `None`: no limit.
-    pub max_frames_per_second: Option<u32>,
     /// Origins that may call the HTTP API from a browser (CORS, with
     /// credentials); empty: CORS is off.
     pub cors_origins: Vec<String>,
+    /// Per-user message and typing limits (all sockets and HTTP together).
+    pub rate_limit: RateLimitConfig,
+    /// Sockets one user may have open on this node; beyond, handshakes get
+    /// 429. 0: no cap.
+    pub max_connections_per_user: usize,
+    /// An HTTP connection that does not send a complete request head in
+    /// this long is closed: half-open and silent connections, slow headers,
+    /// and keep-alive connections idle this long (the same clock runs while
+    /// a kept-alive connection waits for its next request).
+    pub header_read_timeout: Duration,
+    /// An HTTP request (body read and handler) that takes longer than this
+    /// is answered 408. WebSocket handshakes finish well within it.
+    pub request_timeout: Duration,
+    /// Password hashes and checks (argon2, ~19 MiB and tens of ms each) run
+    /// at most this many at once.
+    pub password_concurrency: usize,
+    /// A password check waiting longer than this for its turn is answered
+    /// 503 with `Retry-After`; so is one arriving when as many are already
+    /// waiting as can run in this time.
+    pub password_queue_timeout: Duration,
+}
+
+/// Per-user rate limits (PROTOCOL.md `rate_limited`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    /// Messages (posts, edits, deletes, bad frames; socket and HTTP) one
+    /// user may send per second, sustained. 0 turns every per-user limit
+    /// off, typing's included (benchmarks, protocol checks).
+    pub per_second: u32,
+    /// Messages one user may send at once before the rate applies.
+    pub burst: u32,
+    /// Typing events relayed per user: at most one per this interval (the
+    /// rest are dropped silently). Zero: not limited.
+    pub typing_interval: Duration,
+    /// A socket whose frames are refused at twice the rate or more for this
+    /// long is closed with 1008. Zero: never.
+    pub abuse_after: Duration,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            per_second: 10,
+            burst: 20,
+            typing_interval: Duration::from_secs(2),
+            abuse_after: Duration::from_secs(10),
+        }
+    }
 }
 
 impl Default for TransportConfig {
@@ -106,7 +150,14 @@ impl Default for TransportConfig {
             refresh_token_ttl: Duration::from_secs(7 * 24 * 3600),
             secure_cookies: false,
             max_body_bytes: 64 * 1024,
-            max_frames_per_second: None,
+            rate_limit: RateLimitConfig::default(),
+            max_connections_per_user: 20,
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            password_concurrency: std::thread::available_parallelism()
+                .map(usize::from)
+                .unwrap_or(2),
+            password_queue_timeout: Duration::from_secs(5),
             cors_origins: Vec::new(),
         }
     }

@@ -21,7 +21,7 @@ use roomcast_domain::{Event, Room, Seq, User};
 use roomcast_storage::{NewMessage, StorageError, WriteOp, WriteOutcome};
 
 use crate::backfill::encode_event;
-use crate::rate::TokenBucket;
+use crate::limits::Abuse;
 use crate::replies::{self, ReplyReceiver, ReplySender};
 use crate::state::ConnectionSlot;
 use crate::{AppState, ShutdownMode, chat, metrics, reads};
@@ -33,6 +33,8 @@ pub(crate) struct Session {
     pub room: Room,
     pub since: Option<Seq>,
     pub expires: Option<time::OffsetDateTime>,
+    /// The login session, watched so a logout closes the socket (1008).
+    pub login: Option<roomcast_domain::RefreshFamily>,
     pub slot: ConnectionSlot,
     /// The room's feed, joined before the handshake was answered.
     pub feed: RoomFeed,
@@ -110,12 +112,17 @@ pub(crate) async fn run(
     }
     let (out_tx, out_rx) = replies::queue(32);
     let reader = read_loop(&app, &s.user, &s.room, stream, out_tx);
+    let watch = s.login.map(|login| app.sessions().watch(login));
+    let ending = Ending {
+        expires: s.expires,
+        login: watch.as_ref(),
+    };
     let writer = write_loop(
         &app,
         &s.user,
         &s.room,
         started,
-        s.expires,
+        ending,
         &mut s.feed,
         out_rx,
         sink,
@@ -166,6 +173,9 @@ enum WriteKind {
 enum Handled {
     /// Answer the sender now (or say nothing).
     Reply(Option<Utf8Bytes>),
+    /// Refused by the user's rate limit: nothing stored or relayed; answer
+    /// the sender (or, for typing, say nothing).
+    Limited(Option<Utf8Bytes>),
     /// Queue a write; its answer comes when it has committed.
     Write(WriteOp, WriteKind),
 }
@@ -177,10 +187,7 @@ async fn read_loop(
     mut stream: SplitStream<WebSocket>,
     out: ReplySender<Outgoing>,
 ) {
-    let mut bucket = app
-        .config()
-        .max_frames_per_second
-        .map(|rate| TokenBucket::new(rate, rate.saturating_mul(2), Instant::now()));
+    let mut abuse = Abuse::new(&app.config().rate_limit);
     // Answered in the order queued. Empty (and unallocated) while idle.
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
     loop {
@@ -199,36 +206,16 @@ async fn read_loop(
             message = stream.next(), if in_flight.len() < MAX_WRITES_IN_FLIGHT => message,
         };
         let Some(message) = message else { break };
-        if matches!(message, Ok(Message::Text(_) | Message::Binary(_)))
-            && let Some(bucket) = bucket.as_mut()
-            && !bucket.try_take(Instant::now())
-        {
-            let text = match &message {
-                Ok(Message::Text(t)) => ClientFrame::client_id_of(t.as_str()),
-                _ => None,
-            };
-            let wait = bucket.wait().as_millis().max(1);
-            let err = ErrorFrame::new(
-                ErrorCode::RateLimited,
-                format!("Too many messages; wait {wait} ms. Nothing was stored."),
-            );
-            if out
-                .send(Outgoing::Frame(error_frame(err.with_client_id(text))))
-                .await
-                .is_err()
-            {
-                return;
-            }
-            continue;
-        }
         let handled = match message {
             // Boxed: the handling state lives on the heap only while a frame
             // is being handled, so an idle socket's task stays small.
             Ok(Message::Text(text)) => Box::pin(handle_text(app, user, room, text.as_str())).await,
-            Ok(Message::Binary(_)) => Handled::Reply(Some(error_frame(ErrorFrame::new(
-                ErrorCode::BadFrame,
-                "Invalid frame: binary frames are not supported.",
-            )))),
+            Ok(Message::Binary(_)) => over_limit(app, user, None).unwrap_or_else(|| {
+                Handled::Reply(Some(error_frame(ErrorFrame::new(
+                    ErrorCode::BadFrame,
+                    "Invalid frame: binary frames are not supported.",
+                ))))
+            }),
             Ok(Message::Ping(_) | Message::Pong(_)) => Handled::Reply(None),
             // The client is done: its close is answered at once (after a
             // close frame nothing else may be sent), and the writes it had
@@ -257,6 +244,17 @@ async fn read_loop(
         };
         let reply = match handled {
             Handled::Reply(reply) => reply,
+            Handled::Limited(reply) => {
+                if abuse.refused(Instant::now()) {
+                    tracing::info!(user = %user.username, "socket closed for flooding past its rate limit");
+                    answer_all(&mut in_flight, &out).await;
+                    let _ = out
+                        .send(Outgoing::Close(close::POLICY, "Too many messages."))
+                        .await;
+                    return;
+                }
+                reply
+            }
             Handled::Write(op, what) => match Box::pin(chat::queue(app, op)).await {
                 Ok(queued) => {
                     in_flight.push_back(InFlight { queued, what });
@@ -333,8 +331,28 @@ fn refusal(e: StorageError, what: &WriteKind) -> ErrorFrame {
 /// Handles one client frame: a write to queue, or what to tell the sender.
 async fn handle_text(app: &AppState, user: &User, room: &Room, text: &str) -> Handled {
     let frame = match ClientFrame::parse(text) {
-        Ok(frame) => frame,
+        Ok(ClientFrame::Typing) if !app.limits().typing(user.id) => {
+            metrics::rate_limited("typing");
+            return Handled::Limited(None);
+        }
+        Ok(ClientFrame::Typing) => ClientFrame::Typing,
+        Ok(frame) => {
+            let client_id = match &frame {
+                ClientFrame::Text { client_id, .. } => {
+                    client_id.as_ref().map(|c| c.as_str().to_owned())
+                }
+                _ => None,
+            };
+            if let Some(limited) = over_limit(app, user, client_id) {
+                return limited;
+            }
+            frame
+        }
         Err(e) => {
+            // Garbage counts against the limit too: each earns a reply.
+            if let Some(limited) = over_limit(app, user, ClientFrame::client_id_of(text)) {
+                return limited;
+            }
             let err = ErrorFrame::new(e.code(), e.to_string());
             return Handled::Reply(Some(error_frame(
                 err.with_client_id(ClientFrame::client_id_of(text)),
@@ -395,6 +413,21 @@ async fn handle_text(app: &AppState, user: &User, room: &Room, text: &str) -> Ha
     }
 }
 
+/// Takes one message from the user's budget (shared by their sockets and
+/// HTTP posts); `Some` refusal when it is spent.
+fn over_limit(app: &AppState, user: &User, client_id: Option<String>) -> Option<Handled> {
+    let wait = app.limits().message(user.id).err()?;
+    metrics::rate_limited("message");
+    let wait = wait.as_millis().max(1);
+    let err = ErrorFrame::new(
+        ErrorCode::RateLimited,
+        format!("Too many messages; wait {wait} ms. Nothing was stored."),
+    );
+    Some(Handled::Limited(Some(error_frame(
+        err.with_client_id(client_id),
+    ))))
+}
+
 fn encode_frame(event: &Event) -> Bytes {
     match encode_event(event) {
         Envelope::Event { frame, .. } => frame,
@@ -438,7 +471,7 @@ async fn write_loop(
     user: &User,
     room: &Room,
     started: Result<Seq, End>,
-    expires: Option<time::OffsetDateTime>,
+    ending: Ending<'_>,
     feed: &mut RoomFeed,
     mut out: ReplyReceiver<Outgoing>,
     mut sink: SplitSink<WebSocket, Message>,
@@ -452,7 +485,7 @@ async fn write_loop(
                 last,
                 pending: 0,
             };
-            writer.live(user, expires, feed, &mut out).await
+            writer.live(user, ending, feed, &mut out).await
         }
         Err(end) => end,
     };
@@ -559,7 +592,7 @@ impl Writer<'_> {
     async fn live(
         &mut self,
         user: &User,
-        expires: Option<time::OffsetDateTime>,
+        ending: Ending<'_>,
         feed: &mut RoomFeed,
         out: &mut ReplyReceiver<Outgoing>,
     ) -> End {
@@ -568,7 +601,7 @@ impl Writer<'_> {
         // on every wake of every socket, one lock all sockets contend for.
         let shutdown = self.app.shutdown_token().child_token();
         let shutting_down = shutdown.cancelled();
-        let expiry = token_expiry(expires);
+        let expiry = ending.wait();
         tokio::pin!(shutting_down, expiry);
         loop {
             let step = tokio::select! {
@@ -577,7 +610,7 @@ impl Writer<'_> {
                     ShutdownMode::Frame => End::Close(close::GOING_AWAY, "Server shutting down."),
                     ShutdownMode::Drop => End::Drop,
                 }),
-                _ = &mut expiry => Err(End::Close(close::POLICY, "Token expired.")),
+                reason = &mut expiry => Err(End::Close(close::POLICY, reason)),
                 reply = out.recv() => match reply {
                     Some(Outgoing::Frame(frame)) => self.push(frame).await,
                     Some(Outgoing::Close(code, reason)) => Err(End::Close(code, reason)),
@@ -705,6 +738,29 @@ impl Writer<'_> {
                 close::TRY_AGAIN,
                 "Too slow; reconnect with since.",
             )),
+        }
+    }
+}
+
+/// What ends a socket's right to stay open: its token's expiry, its
+/// session's logout.
+struct Ending<'a> {
+    expires: Option<time::OffsetDateTime>,
+    login: Option<&'a crate::sessions::SessionWatch<'a>>,
+}
+
+impl Ending<'_> {
+    /// Resolves with the close reason when either comes.
+    async fn wait(self) -> &'static str {
+        let logout = async {
+            match self.login {
+                Some(watch) => watch.ended().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = token_expiry(self.expires) => "Token expired.",
+            () = logout => "Session ended.",
         }
     }
 }

@@ -10,12 +10,13 @@ use axum::http::header::ORIGIN;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use roomcast_broadcast::RoomFeed;
-use roomcast_domain::{Room, RoomSlug, Seq, User, Username};
+use roomcast_domain::{Room, RoomSlug, Seq, User, Username, Visibility};
 use serde::Deserialize;
 use tracing::Instrument;
 
 use crate::auth::token_from;
 use crate::consumer::{self, Session};
+use crate::state::ConnectLimit;
 use crate::{ApiError, AppState, ErrorBody};
 
 #[derive(Debug, Deserialize)]
@@ -40,13 +41,15 @@ pub(crate) async fn ws_chat(
             room,
             since,
             expires,
+            login,
         }) => {
             let upgrade = match upgrade {
                 Ok(u) => u,
                 Err(rejection) => return Refusal::not_websocket(&rejection).into_response(),
             };
-            let Some(slot) = app.try_connect() else {
-                return Refusal::overloaded().into_response();
+            let slot = match app.try_connect(user.id) {
+                Ok(slot) => slot,
+                Err(limit) => return Refusal::connect_limit(limit).into_response(),
             };
             // Join the room and read its position before answering the
             // handshake: a client that sees 101 gets every event stored
@@ -62,6 +65,7 @@ pub(crate) async fn ws_chat(
                 room,
                 since,
                 expires,
+                login,
                 slot,
                 feed,
                 current,
@@ -111,6 +115,8 @@ struct Admitted {
     since: Option<Seq>,
     /// When the token expires: the socket closes then (1008).
     expires: Option<time::OffsetDateTime>,
+    /// The login session: the socket closes if it is logged out (1008).
+    login: Option<roomcast_domain::RefreshFamily>,
 }
 
 /// The checks of PROTOCOL.md section 1, in its order.
@@ -151,6 +157,13 @@ async fn admit(
     crate::access::identified(user.id);
     let room = admission.room.ok_or_else(room_missing)?;
     if !admission.participant {
+        // A private room does not exist for those outside it.
+        if room.visibility == Visibility::Private {
+            return Err(Refusal::new(
+                Reason::RoomNotFound,
+                ApiError::not_found("Room not found."),
+            ));
+        }
         return Err(Refusal::new(
             Reason::NotParticipant,
             ApiError::forbidden("You are not a participant of this room."),
@@ -161,6 +174,7 @@ async fn admit(
         room,
         since,
         expires: time::OffsetDateTime::from_unix_timestamp(claims.exp).ok(),
+        login: claims.session(),
     })
 }
 
@@ -181,6 +195,15 @@ pub(crate) fn authenticate(
         tracing::debug!(error = %e, "token refused");
         Refusal::unknown_user()
     })?;
+    if claims
+        .session()
+        .is_some_and(|s| app.sessions().is_revoked(s))
+    {
+        return Err(Refusal::new(
+            Reason::Unauthorized,
+            ApiError::unauthorized("This session has ended; log in again."),
+        ));
+    }
     let origin = headers.get(ORIGIN).map(|v| v.to_str().unwrap_or("\u{0}"));
     if !app.config().allowed_origins.allows(origin) {
         return Err(Refusal::new(
@@ -209,6 +232,7 @@ pub(crate) enum Reason {
     RoomNotFound,
     BadRequest,
     Overloaded,
+    UserLimit,
     Unavailable,
 }
 
@@ -221,6 +245,7 @@ impl Reason {
             Reason::RoomNotFound => "room_not_found",
             Reason::BadRequest => "bad_request",
             Reason::Overloaded => "overloaded",
+            Reason::UserLimit => "user_limit",
             Reason::Unavailable => "unavailable",
         }
     }
@@ -257,6 +282,22 @@ impl Refusal {
             Reason::Overloaded,
             ApiError::unavailable("The server is at its connection limit."),
         )
+    }
+
+    /// A connection limit was reached: the node's (503) or the user's own
+    /// (429).
+    pub(crate) fn connect_limit(limit: ConnectLimit) -> Self {
+        match limit {
+            ConnectLimit::Node => Self::overloaded(),
+            ConnectLimit::User => Self::new(
+                Reason::UserLimit,
+                ApiError::new(
+                    axum::http::StatusCode::TOO_MANY_REQUESTS,
+                    crate::ErrorCode::RateLimited,
+                    "You have too many connections open; close one first.",
+                ),
+            ),
+        }
     }
 }
 
@@ -328,7 +369,8 @@ async fn join_at_current(
         (status = 400, body = ErrorBody, description = "Not a WebSocket request, or an invalid `since`"),
         (status = 401, body = ErrorBody, description = "Missing, invalid or expired token"),
         (status = 403, body = ErrorBody, description = "Origin not allowed, or not a participant"),
-        (status = 404, body = ErrorBody, description = "No such room"),
+        (status = 404, body = ErrorBody, description = "No such room, or a private room the caller is not in"),
+        (status = 429, body = ErrorBody, description = "The user has too many sockets open"),
         (status = 503, body = ErrorBody, description = "At the connection limit, or storage down")))]
 #[allow(dead_code)]
 pub(crate) async fn ws_chat_doc() {}

@@ -23,20 +23,22 @@ mod consumer;
 mod error;
 mod handshake;
 mod http;
+mod limits;
 mod metrics;
 mod password;
-mod rate;
 mod reads;
 mod replies;
 mod routes;
 mod server;
+mod sessions;
 mod state;
+mod throttle;
 mod user_feed;
 mod web;
 
 pub use auth::{AuthError, Claims, JwtKeys};
 pub use backfill::{encode_event, hub_builder};
-pub use config::{AllowedOrigins, ShutdownMode, TransportConfig};
+pub use config::{AllowedOrigins, RateLimitConfig, ShutdownMode, TransportConfig};
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use server::{router, serve};
 

@@ -46,3 +46,15 @@ pub(crate) fn http_request(method: &str, route: &str, status: u16, took: Duratio
     )
     .record(took.as_secs_f64());
 }
+
+/// A password check turned away because the hashing slots and their queue
+/// were full.
+pub(crate) fn password_check_refused() {
+    metrics::counter!("roomcast_password_checks_refused_total").increment(1);
+}
+
+/// A request or frame refused by a limit (`what`: message, typing, login,
+/// signup).
+pub(crate) fn rate_limited(what: &'static str) {
+    metrics::counter!("roomcast_rate_limited_total", "what" => what).increment(1);
+}

@@ -2,13 +2,20 @@
 
 use std::future::Future;
 use std::io;
+use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, DefaultBodyLimit};
+use axum::http::StatusCode;
 use axum::routing::get;
-use axum::serve::ListenerExt;
-use tokio::net::TcpListener;
-
-use axum::extract::DefaultBodyLimit;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+use tower_http::timeout::TimeoutLayer;
 
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::{HeaderName, HeaderValue, Method};
@@ -18,7 +25,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::access;
 use crate::routes::Routes;
-use crate::{AppState, api, handshake, http, user_feed, web};
+use crate::{AppState, api, handshake, http, sessions, user_feed, web};
 
 /// Every route of the server, with its path listed (see `routes.rs`).
 pub(crate) fn routes() -> Routes {
@@ -36,6 +43,7 @@ pub(crate) fn routes() -> Routes {
 /// The axum app: every route, the fallbacks and the layers.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config().max_body_bytes;
+    let request_timeout = state.config().request_timeout;
     routes()
         .into_router()
         // The web app for every other path (unknown /api and /ws paths
@@ -43,6 +51,14 @@ pub fn router(state: AppState) -> Router {
         .fallback(web::fallback)
         .method_not_allowed_fallback(http::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            http::check_origin,
+        ))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            request_timeout,
+        ))
         .layer(axum::middleware::from_fn(http::track))
         .layer(cors(state.config()))
         .layer(
@@ -101,6 +117,12 @@ fn cors(
 /// Serves `state` on `listener` until `shutdown` resolves; then stops
 /// accepting, closes every socket as the configured shutdown mode says, and
 /// waits (up to the grace period) for them to finish.
+///
+/// Why hyper's connection builder rather than `axum::serve`: it sets no
+/// header-read timeout, so a client that connects and sends nothing (or a
+/// request head one byte at a time, or nothing more after a keep-alive
+/// request) holds a descriptor forever. Here every connection has the
+/// configured [`crate::TransportConfig::header_read_timeout`].
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -108,34 +130,68 @@ pub async fn serve(
 ) -> io::Result<()> {
     let token = state.shutdown_token().clone();
     let app = router(state.clone());
-    // Small chat frames must leave at once, not wait for Nagle.
-    let send_buffer = state.config().tcp_send_buffer_bytes;
-    let listener = listener.tap_io(move |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-        if let Some(bytes) = send_buffer
-            && let Err(e) = socket2::SockRef::from(&*tcp).set_send_buffer_size(bytes)
-        {
-            tracing::debug!(error = %e, "cannot set SO_SNDBUF");
-        }
-    });
-    let signal = async move {
-        shutdown.await;
-        tracing::info!("shutting down: closing sockets");
-        token.cancel();
-    };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(signal)
-        .await?;
-    // Upgraded sockets are not axum's connections any more: wait for ours.
-    state.shutdown_token().cancel();
+    let config = state.config().clone();
+    let connections = TaskTracker::new();
+    // Logged-out sessions are known before the first request is answered.
+    let since = sessions::load(&state).await;
+    connections.spawn(sessions::follow(state.clone(), since));
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors (EMFILE) or a connection reset
+                    // before accept: wait a little rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        tune(&tcp, config.tcp_send_buffer_bytes);
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            app.clone().oneshot(request.map(Body::new))
+        });
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.header_read_timeout)
+            .max_buf_size(MAX_HEAD_BYTES);
+        let token = token.clone();
+        connections.spawn(async move {
+            let connection = builder
+                .serve_connection(TokioIo::new(tcp), service)
+                .with_upgrades();
+            tokio::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "HTTP connection ended");
+                    }
+                }
+                () = token.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+    }
+    tracing::info!("shutting down: closing sockets");
+    token.cancel();
+    connections.close();
+    // Upgraded sockets are not HTTP connections any more: wait for ours.
     let sockets = state.sockets();
     sockets.close();
-    if tokio::time::timeout(state.config().shutdown_grace, sockets.wait())
-        .await
-        .is_err()
-    {
+    let grace = state.config().shutdown_grace;
+    let both = async {
+        connections.wait().await;
+        sockets.wait().await;
+    };
+    if tokio::time::timeout(grace, both).await.is_err() {
         tracing::warn!(
             open = sockets.len(),
             "sockets still open after the grace period"
@@ -143,6 +199,22 @@ pub async fn serve(
     }
     state.hub().close().await;
     Ok(())
+}
+
+/// The largest request head read (hyper's default is far larger).
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// Small chat frames must leave at once, not wait for Nagle; a small send
+/// buffer (when configured) makes a stalled peer a slow consumer sooner.
+fn tune(tcp: &TcpStream, send_buffer: Option<usize>) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    }
+    if let Some(bytes) = send_buffer
+        && let Err(e) = socket2::SockRef::from(tcp).set_send_buffer_size(bytes)
+    {
+        tracing::debug!(error = %e, "cannot set SO_SNDBUF");
+    }
 }
 
 #[cfg(test)]

@@ -116,7 +116,7 @@ async fn admit(
         .await?
         .ok_or_else(Refusal::unknown_user)?;
     let upgrade = upgrade.map_err(|rejection| Refusal::not_websocket(&rejection))?;
-    let slot = app.try_connect().ok_or_else(Refusal::overloaded)?;
+    let slot = app.try_connect(user.id).map_err(Refusal::connect_limit)?;
     let unavailable = |e: roomcast_broadcast::BroadcastError| {
         tracing::warn!(error = %e, "cannot join a user socket's channels");
         Refusal::new(

@@ -394,6 +394,15 @@ impl Roomcast {
             let mut serve = command("serve", bind);
             // Every node accepts the page origin the fixture names.
             serve.env("ROOMCAST_ALLOWED_ORIGINS", &fixture.origin);
+            // Benchmarks measure the server, not its per-user limits: a
+            // bench user sends far beyond what the defaults allow. With
+            // ROOMCAST_BENCH_RATE_LIMIT=N the limiters run (at N a second,
+            // bursts of N), to measure what checking them costs.
+            let rate = std::env::var("ROOMCAST_BENCH_RATE_LIMIT").unwrap_or_else(|_| "0".into());
+            serve
+                .env("ROOMCAST_RATE_LIMIT", &rate)
+                .env("ROOMCAST_RATE_BURST", &rate)
+                .env("ROOMCAST_MAX_CONNECTIONS_PER_USER", "0");
             if setup != Setup::Sqlite {
                 serve
                     .env("REDIS_URL", &services.redis_url)

@@ -8,16 +8,18 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use rand::RngCore;
 use roomcast_domain::{RefreshFamily, Timestamp, User, Username};
-use roomcast_storage::{NewRefreshToken, NewUser, RefreshRefusal, RotatedRefreshToken};
+use roomcast_storage::{
+    NewRefreshToken, NewUser, RefreshRefusal, RotatedRefreshToken, StorageError,
+};
 use sha2::{Digest, Sha256};
 
 use super::dto::{
     AuthResponse, ErrorBody, LoginRequest, LogoutRequest, RefreshRequest, RegisterRequest,
     TokenPair, UserDto,
 };
-use super::extract::{CurrentUser, JsonBody};
+use super::extract::{ClientAddress, CurrentUser, JsonBody};
 use crate::auth::{COOKIE_NAME, token_from};
-use crate::{ApiError, AppState, password};
+use crate::{ApiError, AppState, ErrorCode};
 
 const MIN_PASSWORD_CHARS: usize = 8;
 const MAX_PASSWORD_BYTES: usize = 1024;
@@ -25,16 +27,28 @@ const MAX_PASSWORD_BYTES: usize = 1024;
 /// Sign up: creates the account and logs it in.
 ///
 /// Sets the `JWT` cookie (HttpOnly, SameSite=Lax) and returns the access and
-/// refresh tokens.
+/// refresh tokens. An email address already registered is not attached to
+/// the new account, and the answer does not say so: sign-up does not reveal
+/// which addresses are registered. Throttled per client address.
 #[utoipa::path(post, path = "/api/auth/register", tag = "accounts", operation_id = "register",
     security(()), request_body = RegisterRequest,
     responses((status = 201, body = AuthResponse, description = "Account created and logged in"),
         (status = 400, body = ErrorBody, description = "Invalid username, email or password"),
-        (status = 409, body = ErrorBody, description = "Username or email already taken")))]
+        (status = 409, body = ErrorBody, description = "Username already taken"),
+        (status = 429, body = ErrorBody, description = "Too many sign-ups from this address; see Retry-After"),
+        (status = 503, body = ErrorBody, description = "Password hashing saturated; see Retry-After")))]
 pub(crate) async fn register(
     State(app): State<AppState>,
+    ClientAddress(address): ClientAddress,
     JsonBody(req): JsonBody<RegisterRequest>,
 ) -> Result<Response, ApiError> {
+    if let Err(wait) = app.throttle().signup_allowed(address) {
+        crate::metrics::rate_limited("signup");
+        return Err(ApiError::rate_limited(
+            "Too many sign-ups from this address; try again later.",
+            wait,
+        ));
+    }
     let username = Username::parse(req.username.trim())
         .map_err(|e| ApiError::bad_request(format!("Invalid username: {e}.")))?;
     let email = req.email.trim().to_owned();
@@ -49,30 +63,49 @@ pub(crate) async fn register(
         .chars()
         .take(200)
         .collect();
-    let hash = password::hash(req.password).await?;
-    let user = app
-        .storage()
-        .create_user(NewUser {
-            username,
-            name,
-            email: Some(email),
-            password_hash: Some(hash),
-        })
-        .await?;
+    let hash = app.passwords().hash(req.password).await?;
+    let mut new = NewUser {
+        username,
+        name,
+        email: Some(email),
+        password_hash: Some(hash),
+    };
+    let user = match app.storage().create_user(new.clone()).await {
+        // Someone has this address: the account is made without it, and
+        // the answer is the same as for a free address.
+        Err(StorageError::Conflict("email")) => {
+            new.email = None;
+            app.storage().create_user(new).await
+        }
+        other => other,
+    }
+    .map_err(|e| match e {
+        StorageError::Conflict(_) => ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::Conflict,
+            "That username is already taken.",
+        ),
+        other => other.into(),
+    })?;
     tracing::info!(user = %user.username, "account created");
     issue_session(&app, &user, StatusCode::CREATED).await
 }
 
 /// Log in with a username or email and a password.
 ///
-/// Sets the `JWT` cookie and returns the access and refresh tokens.
+/// Sets the `JWT` cookie and returns the access and refresh tokens. Failed
+/// attempts are throttled per account and per client address, with waits
+/// that double after a few misses.
 #[utoipa::path(post, path = "/api/auth/login", tag = "accounts", operation_id = "login",
     security(()), request_body = LoginRequest,
     responses((status = 200, body = AuthResponse, description = "Logged in"),
         (status = 400, body = ErrorBody, description = "Neither username nor email given"),
-        (status = 401, body = ErrorBody, description = "Invalid credentials")))]
+        (status = 401, body = ErrorBody, description = "Invalid credentials"),
+        (status = 429, body = ErrorBody, description = "Too many failed log-ins for this account or from this address; see Retry-After"),
+        (status = 503, body = ErrorBody, description = "Password checks saturated; see Retry-After")))]
 pub(crate) async fn login(
     State(app): State<AppState>,
+    ClientAddress(address): ClientAddress,
     JsonBody(req): JsonBody<LoginRequest>,
 ) -> Result<Response, ApiError> {
     let login = req
@@ -82,13 +115,27 @@ pub(crate) async fn login(
         .map(|l| l.trim().to_owned())
         .filter(|l| !l.is_empty())
         .ok_or_else(|| ApiError::bad_request("Give a username or an email."))?;
+    // Before any hashing: a throttled guess costs nothing.
+    if let Err(wait) = app.throttle().login_allowed(address, &login) {
+        crate::metrics::rate_limited("login");
+        return Err(ApiError::rate_limited(
+            "Too many failed log-ins; try again later.",
+            wait,
+        ));
+    }
     let found = app.storage().credentials(&login).await?;
     let stored = found.as_ref().and_then(|c| c.password_hash.clone());
     // Same answer, and about the same time, whether or not the user exists.
-    let ok = password::verify(req.password, stored).await;
+    let ok = app.passwords().verify(req.password, stored).await?;
     match found {
-        Some(credentials) if ok => issue_session(&app, &credentials.user, StatusCode::OK).await,
-        _ => Err(ApiError::unauthorized("Invalid credentials.")),
+        Some(credentials) if ok => {
+            app.throttle().login_succeeded(&login);
+            issue_session(&app, &credentials.user, StatusCode::OK).await
+        }
+        _ => {
+            app.throttle().login_failed(address, &login);
+            Err(ApiError::unauthorized("Invalid credentials."))
+        }
     }
 }
 
@@ -143,10 +190,11 @@ pub(crate) async fn refresh(
 /// Log out: clears the cookie and revokes the session.
 ///
 /// Revokes the session of the presented access token (even an expired one)
-/// and, if given, the refresh token in the body.
+/// and, if given, the refresh token in the body: its refresh tokens, its
+/// access tokens on every node, and its open sockets (closed with 1008).
 #[utoipa::path(post, path = "/api/auth/logout", tag = "accounts", operation_id = "logout",
     security(()), request_body(content = Option<LogoutRequest>, description = "Optional: the refresh token to revoke"),
-    responses((status = 204, description = "Logged out; cookie cleared")))]
+    responses((status = 204, description = "Logged out; cookie cleared; the session's tokens revoked and its sockets closed (1008)")))]
 pub(crate) async fn logout(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -156,12 +204,9 @@ pub(crate) async fn logout(
     // the body (if any) are revoked; an expired access token still logs out.
     if let Some(token) = token_from(&headers)
         && let Ok((_, claims)) = app.keys().verify(&token)
-        && let Some(sid) = claims
-            .sid
-            .as_deref()
-            .and_then(|s| RefreshFamily::parse(s).ok())
+        && let Some(sid) = claims.session()
     {
-        app.storage().revoke_refresh_family(sid).await?;
+        end_session(&app, sid).await?;
     }
     let req: LogoutRequest = serde_json::from_slice(&body).unwrap_or_default();
     if let Some(refresh) = req.refresh
@@ -170,10 +215,25 @@ pub(crate) async fn logout(
             .refresh_token_owner(&token_hash(&refresh))
             .await?
     {
-        app.storage().revoke_refresh_family(owner.family).await?;
+        end_session(&app, owner.family).await?;
     }
     let clear = cookie_header(&app, "", 0)?;
     Ok((StatusCode::NO_CONTENT, [(SET_COOKIE, clear)]).into_response())
+}
+
+/// Ends a login session everywhere: its refresh tokens are spent, its
+/// access tokens refused on every node (the session id is in each), and
+/// its sockets closed with 1008 (here at once, on other nodes when they
+/// next poll the revocation list).
+async fn end_session(app: &AppState, session: RefreshFamily) -> Result<(), ApiError> {
+    app.storage().revoke_refresh_family(session).await?;
+    let now = Timestamp::now();
+    let until = crate::sessions::access_token_end(app, now).unwrap_or(now);
+    app.storage()
+        .revoke_session(*session.as_uuid(), until)
+        .await?;
+    app.sessions().revoke(session, until);
+    Ok(())
 }
 
 /// The authenticated user.

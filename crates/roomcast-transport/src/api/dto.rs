@@ -37,6 +37,9 @@ pub(crate) struct RoomDto {
     pub created: String,
     pub updated: String,
     pub participants_count: u64,
+    /// `public` or `private`.
+    #[schema(example = "private")]
+    pub visibility: &'static str,
 }
 
 impl From<&Room> for RoomDto {
@@ -50,6 +53,7 @@ impl From<&Room> for RoomDto {
             created: r.created.to_string(),
             updated: r.updated.to_string(),
             participants_count: r.participants_count,
+            visibility: r.visibility.as_str(),
         }
     }
 }
@@ -221,6 +225,12 @@ pub(crate) struct CreateRoomRequest {
     pub slug: Option<String>,
     #[serde(default)]
     pub description: Option<String>,
+    /// `private` (default: only the host adds participants; the room is 404
+    /// to everyone else) or `public` (anyone may join, but users the host
+    /// removed).
+    #[serde(default)]
+    #[schema(value_type = Option<String>, example = "private")]
+    pub visibility: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

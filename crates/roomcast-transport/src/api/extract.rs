@@ -23,10 +23,18 @@ impl FromRequestParts<AppState> for CurrentUser {
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
         let token = token_from(&parts.headers)
             .ok_or_else(|| ApiError::unauthorized("Authentication required."))?;
-        let (id, _claims) = app
+        let (id, claims) = app
             .keys()
             .verify(&token)
             .map_err(|_| ApiError::unauthorized("Invalid or expired token."))?;
+        if claims
+            .session()
+            .is_some_and(|s| app.sessions().is_revoked(s))
+        {
+            return Err(ApiError::unauthorized(
+                "This session has ended; log in again.",
+            ));
+        }
         let user = app
             .storage()
             .user_by_id(id)
@@ -34,6 +42,23 @@ impl FromRequestParts<AppState> for CurrentUser {
             .ok_or_else(|| ApiError::unauthorized("Invalid or expired token."))?;
         crate::access::identified(user.id);
         Ok(CurrentUser { user })
+    }
+}
+
+/// The client's address (the TCP peer; behind a reverse proxy, the
+/// proxy's), when the server recorded it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientAddress(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|info| info.0.ip());
+        Ok(ClientAddress(peer))
     }
 }
 

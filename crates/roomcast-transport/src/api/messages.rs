@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::dto::{ErrorBody, HistoryDto, MessageDto, PostMessageRequest};
 use super::extract::{CurrentUser, JsonBody};
-use super::rooms::find_room;
+use super::rooms::visible_room;
 use crate::{ApiError, AppState, ErrorCode, chat};
 
 const DEFAULT_PAGE: u32 = 50;
@@ -82,7 +82,8 @@ pub(crate) async fn history(
         (status = 200, body = MessageDto, description = "This clientId was used before: the original message"),
         (status = 400, body = ErrorBody, description = "Empty or too long body (`empty`, `too_long`), or an invalid clientId"),
         (status = 403, body = ErrorBody, description = "Not a participant"),
-        (status = 404, body = ErrorBody, description = "No such room")))]
+        (status = 404, body = ErrorBody, description = "No such room, or a private room the caller is not in"),
+        (status = 429, body = ErrorBody, description = "The caller's message rate (shared with their sockets) is spent; nothing was stored; see Retry-After")))]
 pub(crate) async fn post(
     State(app): State<AppState>,
     caller: CurrentUser,
@@ -102,6 +103,13 @@ pub(crate) async fn post(
         .map(ClientId::parse)
         .transpose()
         .map_err(|_| ApiError::bad_request("clientId must be 1 to 64 characters."))?;
+    if let Err(wait) = app.limits().message(caller.user.id) {
+        crate::metrics::rate_limited("message");
+        return Err(ApiError::rate_limited(
+            "Too many messages; nothing was stored.",
+            wait,
+        ));
+    }
     let posted = chat::post(&app, &caller.user, &room, body, client_id).await?;
     let status = if posted.duplicate {
         StatusCode::OK
@@ -122,12 +130,8 @@ pub(crate) async fn participant_room(
     host: &str,
     slug: &str,
 ) -> Result<Room, ApiError> {
-    let room = find_room(app, host, slug).await?;
-    if !app
-        .storage()
-        .is_participant(room.id, caller.user.id)
-        .await?
-    {
+    let (room, participant) = visible_room(app, &caller.user, host, slug).await?;
+    if !participant {
         return Err(ApiError::forbidden(
             "You are not a participant of this room.",
         ));

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use roomcast_domain::{Room, RoomSlug, User, Username};
+use roomcast_domain::{Room, RoomSlug, User, Username, Visibility};
 use roomcast_storage::NewRoom;
 
 use super::dto::{CreateRoomRequest, ErrorBody, RoomDetailDto, RoomDto, RoomListingDto, UserDto};
@@ -39,6 +39,11 @@ pub(crate) async fn create(
             ApiError::bad_request("No slug can be made from this name; give one.")
         })?,
     };
+    let visibility = match req.visibility.as_deref() {
+        None => Visibility::default(),
+        Some(v) => Visibility::parse(v)
+            .map_err(|_| ApiError::bad_request("`visibility` is `public` or `private`."))?,
+    };
     let description = req.description.unwrap_or_default();
     if description.chars().count() > MAX_DESCRIPTION_CHARS {
         return Err(ApiError::bad_request(format!(
@@ -52,6 +57,7 @@ pub(crate) async fn create(
             slug,
             name,
             description,
+            visibility,
         })
         .await
         .map_err(|e| match e {
@@ -83,13 +89,13 @@ pub(crate) async fn list(
 #[utoipa::path(get, path = "/api/rooms/{host}/{slug}", tag = "rooms", operation_id = "getRoom",
     params(("host" = String, Path, description = "The host's username"), ("slug" = String, Path, description = "The room's slug")),
     responses((status = 200, body = RoomDetailDto, description = "The room"),
-        (status = 404, body = ErrorBody, description = "No such room")))]
+        (status = 404, body = ErrorBody, description = "No such room, or a private room the caller is not in")))]
 pub(crate) async fn get_one(
     State(app): State<AppState>,
-    _caller: CurrentUser,
+    caller: CurrentUser,
     Path((host, slug)): Path<(String, String)>,
 ) -> Result<Json<RoomDetailDto>, ApiError> {
-    let room = find_room(&app, &host, &slug).await?;
+    let (room, _) = visible_room(&app, &caller.user, &host, &slug).await?;
     Ok(Json(detail(&app, &room).await?))
 }
 
@@ -97,7 +103,7 @@ pub(crate) async fn get_one(
 #[utoipa::path(post, path = "/api/rooms/{host}/{slug}/join", tag = "rooms", operation_id = "joinRoom",
     params(("host" = String, Path, description = "The host's username"), ("slug" = String, Path, description = "The room's slug")),
     responses((status = 200, body = RoomDetailDto, description = "Joined (or already a participant)"),
-        (status = 403, body = ErrorBody, description = "The room does not let the caller join"),
+        (status = 403, body = ErrorBody, description = "A private room (its host adds participants), or the host removed the caller"),
         (status = 404, body = ErrorBody, description = "No such room")))]
 pub(crate) async fn join(
     State(app): State<AppState>,
@@ -105,12 +111,28 @@ pub(crate) async fn join(
     Path((host, slug)): Path<(String, String)>,
 ) -> Result<Json<RoomDetailDto>, ApiError> {
     let room = find_room(&app, &host, &slug).await?;
-    if app
+    if !app
         .storage()
-        .add_participant(room.id, caller.user.id)
+        .is_participant(room.id, caller.user.id)
         .await?
     {
-        user_feed::membership_changed(&app, caller.user.id, &room, true).await;
+        if room.visibility == Visibility::Private {
+            return Err(ApiError::forbidden(
+                "This room is private: its host adds participants.",
+            ));
+        }
+        if app.storage().is_banned(room.id, caller.user.id).await? {
+            return Err(ApiError::forbidden(
+                "The host removed you from this room; only they can add you back.",
+            ));
+        }
+        if app
+            .storage()
+            .add_participant(room.id, caller.user.id)
+            .await?
+        {
+            user_feed::membership_changed(&app, caller.user.id, &room, true).await;
+        }
     }
     let room = find_room(&app, &host, &slug).await?;
     Ok(Json(detail(&app, &room).await?))
@@ -126,7 +148,7 @@ pub(crate) async fn leave(
     caller: CurrentUser,
     Path((host, slug)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let room = find_room(&app, &host, &slug).await?;
+    let (room, _) = visible_room(&app, &caller.user, &host, &slug).await?;
     if app
         .storage()
         .remove_participant(room.id, caller.user.id)
@@ -141,7 +163,7 @@ pub(crate) async fn leave(
 /// Add a participant (host only).
 #[utoipa::path(put, path = "/api/rooms/{host}/{slug}/participants/{username}", tag = "rooms", operation_id = "addParticipant",
     params(("host" = String, Path, description = "The host's username"), ("slug" = String, Path, description = "The room's slug"), ("username" = String, Path, description = "Who to add")),
-    responses((status = 200, body = RoomDetailDto, description = "Added (or already a participant)"),
+    responses((status = 200, body = RoomDetailDto, description = "Added (or already a participant), lifting any earlier removal"),
         (status = 403, body = ErrorBody, description = "The caller is not the host"),
         (status = 404, body = ErrorBody, description = "No such room or user")))]
 pub(crate) async fn add_participant(
@@ -151,7 +173,7 @@ pub(crate) async fn add_participant(
 ) -> Result<Json<RoomDetailDto>, ApiError> {
     let room = hosted_room(&app, &caller, &host, &slug).await?;
     let user = find_user(&app, &username).await?;
-    if app.storage().add_participant(room.id, user.id).await? {
+    if app.storage().readmit_participant(room.id, user.id).await? {
         user_feed::membership_changed(&app, user.id, &room, true).await;
     }
     let room = find_room(&app, &host, &slug).await?;
@@ -161,7 +183,7 @@ pub(crate) async fn add_participant(
 /// Remove a participant (host only); their sockets in the room are closed (1008).
 #[utoipa::path(delete, path = "/api/rooms/{host}/{slug}/participants/{username}", tag = "rooms", operation_id = "removeParticipant",
     params(("host" = String, Path, description = "The host's username"), ("slug" = String, Path, description = "The room's slug"), ("username" = String, Path, description = "Who to remove")),
-    responses((status = 204, description = "Removed; their sockets in the room are closed (1008)"),
+    responses((status = 204, description = "Removed; their sockets in the room are closed (1008), and they cannot join again until the host adds them"),
         (status = 403, body = ErrorBody, description = "The caller is not the host"),
         (status = 404, body = ErrorBody, description = "No such room or user")))]
 pub(crate) async fn remove_participant(
@@ -174,7 +196,7 @@ pub(crate) async fn remove_participant(
     if user.id == caller.user.id {
         return Err(ApiError::bad_request("The host cannot remove themselves."));
     }
-    if !app.storage().remove_participant(room.id, user.id).await? {
+    if !app.storage().ban_participant(room.id, user.id).await? {
         return Err(ApiError::not_found("That user is not a participant."));
     }
     user_feed::membership_changed(&app, user.id, &room, false).await;
@@ -191,6 +213,8 @@ async fn evict(app: &AppState, room: &Room, user: &User) {
     }
 }
 
+/// The room at `host`/`slug`, whoever asks: callers check what the asker
+/// may see ([`visible_room`]).
 pub(crate) async fn find_room(app: &AppState, host: &str, slug: &str) -> Result<Room, ApiError> {
     let missing = || ApiError::not_found("Room not found.");
     let host = Username::parse(host).map_err(|_| missing())?;
@@ -201,6 +225,23 @@ pub(crate) async fn find_room(app: &AppState, host: &str, slug: &str) -> Result<
         .ok_or_else(missing)
 }
 
+/// The room at `host`/`slug` as `caller` may see it, and whether they take
+/// part in it. A private room they are not in does not exist for them:
+/// 404, as for no room at all, so its address reveals nothing.
+pub(crate) async fn visible_room(
+    app: &AppState,
+    caller: &User,
+    host: &str,
+    slug: &str,
+) -> Result<(Room, bool), ApiError> {
+    let room = find_room(app, host, slug).await?;
+    let participant = app.storage().is_participant(room.id, caller.id).await?;
+    if !participant && room.visibility == Visibility::Private {
+        return Err(ApiError::not_found("Room not found."));
+    }
+    Ok((room, participant))
+}
+
 /// The room, if the caller hosts it.
 async fn hosted_room(
     app: &AppState,
@@ -208,7 +249,7 @@ async fn hosted_room(
     host: &str,
     slug: &str,
 ) -> Result<Room, ApiError> {
-    let room = find_room(app, host, slug).await?;
+    let (room, _) = visible_room(app, &caller.user, host, slug).await?;
     if room.host != caller.user.username {
         return Err(ApiError::forbidden(
             "Only the room's host may change its participants.",
