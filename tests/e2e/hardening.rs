@@ -487,6 +487,7 @@ async fn a_private_room_is_404_to_outsiders_everywhere_and_only_the_host_adds_pe
     for (method, path) in [
         (M::GET, "/api/rooms/alice/secret"),
         (M::GET, "/api/rooms/alice/secret/messages"),
+        (M::GET, "/api/rooms/alice/secret/presence"),
         (M::POST, "/api/rooms/alice/secret/messages"),
         (M::POST, "/api/rooms/alice/secret/leave"),
         (M::PUT, "/api/rooms/alice/secret/participants/bob"),
