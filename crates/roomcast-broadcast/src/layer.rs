@@ -28,7 +28,7 @@ pub trait Inbox: Send + Sync + 'static {
 /// Moves envelopes between the nodes serving a room. A layer is built for
 /// one node, with that node's [`Inbox`].
 ///
-/// Contract (checked by [`crate::conformance`]):
+/// Contract (checked by `conformance`, behind the `test-support` feature):
 /// - after `subscribe(room)` returns, every envelope another node publishes
 ///   to `room` reaches this node's inbox, in that publisher's order;
 /// - a node never receives its own publications (the [`crate::Hub`] delivers

@@ -2,8 +2,8 @@
 //!
 //! Recording goes through the `metrics` facade: with no recorder installed
 //! (an embedder that does not want metrics) every call is a no-op. The
-//! binary installs a Prometheus recorder and hands its handle to
-//! [`crate::AppState::with_metrics`] so `/metrics` can render it.
+//! binary installs a Prometheus recorder and gives a render function to
+//! [`crate::AppState::set_metrics`] so `/metrics` can render it.
 
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 //! pool that fails fast: acquiring a connection waits at most
 //! [`ACQUIRE_TIMEOUT`], never sqlx's 30 s default, so a request during an
 //! outage gets `Unavailable` promptly. Message writes go through the
-//! group-commit [`writer`], whose connections reconnect by themselves. The
+//! group-commit writer (`writer.rs`), whose connections reconnect by themselves. The
 //! queries are the shared ones of [`crate::sql`]; this module says how
 //! PostgreSQL is opened and spelled.
 

@@ -2,7 +2,7 @@
 //! runs with no database service at all.
 //!
 //! Reads go through a small pool (WAL lets them run beside the writer);
-//! message writes go through the group-commit [`writer`]; rare writes
+//! message writes go through the group-commit writer (`writer.rs`); rare writes
 //! (accounts, rooms, participants) use the pool, and SQLite's busy timeout
 //! orders them with the writer. The queries are the shared ones of
 //! [`crate::sql`]; this module says how SQLite is opened and spelled.
