@@ -1,7 +1,8 @@
 //! The web side of CI: the TypeScript library (`clients/typescript`), the
 //! Vue app (`web/`) and its browser tests.
 //!
-//! - The library's unit tests (node's test runner).
+//! - The library's unit tests (node's test runner), and a type check of
+//!   the app (`vue-tsc`).
 //! - The committed build (`web/dist`, embedded in the binary so that
 //!   `cargo run` needs no Node) must be exactly what the sources build: the
 //!   app is built again into a temporary folder and compared file by file.
@@ -25,7 +26,8 @@ pub(crate) fn check() -> anyhow::Result<()> {
     browser()
 }
 
-/// The library's unit tests and the stale-build check (a few seconds).
+/// The library's unit tests, the app's type check and the stale-build
+/// check (seconds).
 pub(crate) fn unit_and_stale() -> anyhow::Result<()> {
     let root = workspace_root()?;
     let library = root.join("clients/typescript");
@@ -33,6 +35,8 @@ pub(crate) fn unit_and_stale() -> anyhow::Result<()> {
     npm_ci_if_missing(&library)?;
     npm_ci_if_missing(&web)?;
     npm(&library, &["test"], &[])?;
+    // Types of the app's components and tests (the build only strips them).
+    npm(&web, &["run", "typecheck"], &[])?;
     stale_check(&web)
 }
 
