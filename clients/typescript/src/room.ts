@@ -17,7 +17,7 @@
  *   themselves; the status says `reconnecting` all along.
  * - A 1008 "token expired" close refreshes the session and comes back at
  *   once; a 1008 for a revoked membership ends with status `offline` and
- *   `endReason` `revoked`.
+ *   `endReason` `revoked`; any other 1008 (flooding) is retried with backoff.
  */
 import { Backoff, type BackoffOptions } from "./backoff.js";
 import type { Clock } from "./clock.js";
@@ -143,7 +143,9 @@ export class RoomConnection {
     this.newClientId = options.newClientId ?? defaultClientId;
     this.network = options.network === undefined ? defaultNetwork() : options.network;
     this.typingTtl = options.typingTtlMs ?? 5_000;
-    this.typingEvery = options.typingEveryMs ?? 2_000;
+    // The server passes one `typing` per user every 2 s and counts refused
+    // frames against the socket: stay clearly under it.
+    this.typingEvery = options.typingEveryMs ?? 2_500;
   }
 
   /** A snapshot of everything a view shows. */
@@ -190,8 +192,6 @@ export class RoomConnection {
     if (body.trim() === "" || this.endReason) return null;
     const message: PendingMessage = { clientId: this.newClientId(), body, created: new Date(this.clock.now()).toISOString() };
     this.pending.push(message);
-    // The next keystroke starts a new "typing" (others cleared it on this message).
-    this.lastTypingSent = -Infinity;
     if (this.live) this.sendPending(message);
     this.changed();
     return message.clientId;
@@ -273,6 +273,10 @@ export class RoomConnection {
     this.socket = null;
     this.live = false;
     if (this.endReason) return;
+    if (code === CLOSE_POLICY && !/token/i.test(reason) && /member|revoked|removed/i.test(reason)) {
+      this.end("revoked");
+      return;
+    }
     if (code === CLOSE_POLICY) {
       if (/token/i.test(reason)) {
         // The socket's token ran out: refresh, and come back at once (then
@@ -285,7 +289,9 @@ export class RoomConnection {
         this.setStatus("reconnecting");
         return;
       }
-      this.end("revoked");
+      // Another policy close (say, flooding past the rate limit): come back
+      // after a backoff; a room that is no longer ours shows on the retry.
+      this.retry(true);
       return;
     }
     if (!this.opened) {

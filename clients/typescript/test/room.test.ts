@@ -230,6 +230,19 @@ test("a 1008 token-expired close refreshes the session and reconnects at once", 
   assert.equal(s.room.state.endReason, null);
 });
 
+test("another 1008 (flooding) is retried with backoff, not the end", async () => {
+  const s = setup();
+  s.room.start();
+  await settle();
+  connect(s);
+  s.sockets.last.drop(1008, "Too many messages.");
+  await settle();
+  assert.equal(s.room.state.status, "reconnecting");
+  assert.equal(s.room.state.endReason, null);
+  await s.clock.advance(1000);
+  assert.equal(s.sockets.all.length, 2);
+});
+
 test("a 1008 for a revoked membership ends with a clear status and no retries", async () => {
   const s = setup();
   s.room.start();
@@ -280,8 +293,11 @@ test("edit, delete and typing are frames on the live socket; unknown frames are 
   s.room.typing();
   s.room.typing();
   assert.deepEqual(sock.sent.map((f) => f.type), ["update", "delete", "typing"]);
-  // Sending a message ends that "typing": the next keystroke says it again.
+  // At most one per interval, even across a send (the server refuses more).
   s.room.send("done");
+  s.room.typing();
+  assert.deepEqual(sock.sent.map((f) => f.type), ["update", "delete", "typing", "text"]);
+  await s.clock.advance(2_500);
   s.room.typing();
   assert.deepEqual(sock.sent.map((f) => f.type), ["update", "delete", "typing", "text", "typing"]);
   sock.push({ type: "chat_event", action: "from_the_future", x: 1 });
