@@ -451,3 +451,160 @@ pub(crate) struct EventRow {
     pub(crate) updated: Timestamp,
     pub(crate) client_id: Option<ClientId>,
 }
+
+#[cfg(test)]
+mod tests {
+    use roomcast_domain::{User, Username};
+
+    use super::*;
+
+    fn user(name: &str) -> User {
+        User {
+            id: UserId::new(),
+            username: Username::parse(name).expect("username"),
+            name: String::new(),
+            avatar: None,
+        }
+    }
+
+    fn post(room: RoomId, author: &User, body: &str, client_id: Option<&str>) -> WriteOp {
+        WriteOp::Post(NewMessage {
+            room_id: room,
+            author: author.clone(),
+            body: MessageBody::parse(body).expect("body"),
+            client_id: client_id.map(|c| ClientId::parse(c).expect("client id")),
+        })
+    }
+
+    fn seq_of(outcome: &Result<WriteOutcome, StorageError>) -> Option<u64> {
+        match outcome {
+            Ok(WriteOutcome::Posted(p)) => Some(p.event.seq),
+            Ok(WriteOutcome::Event(e)) => Some(e.seq),
+            Err(_) => None,
+        }
+    }
+
+    #[test]
+    fn seqs_are_consecutive_per_room_and_refusals_take_none() {
+        let (a, b, gone) = (RoomId::new(), RoomId::new(), RoomId::new());
+        let alice = user("alice");
+        let ops = [
+            post(a, &alice, "1", None),
+            post(b, &alice, "2", None),
+            post(gone, &alice, "3", None),
+            WriteOp::Delete {
+                room: a,
+                author: alice.id,
+                id: MessageId::new(),
+            },
+            post(a, &alice, "4", None),
+        ];
+        let known = Known {
+            last_seq: HashMap::from([(a, 7), (b, 0)]),
+            ..Known::default()
+        };
+        let ops: Vec<&WriteOp> = ops.iter().collect();
+        let (rows, outcomes) = plan(&ops, known);
+        let seqs: Vec<Option<u64>> = outcomes.iter().map(seq_of).collect();
+        assert_eq!(seqs, [Some(8), Some(1), None, None, Some(9)]);
+        assert!(matches!(outcomes[2], Err(StorageError::NotFound)));
+        assert!(matches!(outcomes[3], Err(StorageError::NotFound)));
+        let mut moved: Vec<(RoomId, i64)> =
+            rows.seqs.iter().map(|r| (r.room, r.last_seq)).collect();
+        moved.sort_unstable();
+        let mut expected = vec![(a, 9), (b, 1)];
+        expected.sort_unstable();
+        assert_eq!(moved, expected);
+        assert_eq!(rows.events.len(), 3);
+        assert_eq!(rows.messages.len(), 3);
+    }
+
+    #[test]
+    fn a_repeated_client_id_answers_the_first_post() {
+        let room = RoomId::new();
+        let alice = user("alice");
+        let ops = [
+            post(room, &alice, "hello", Some("k1")),
+            post(room, &alice, "hello again", Some("k1")),
+        ];
+        let known = Known {
+            last_seq: HashMap::from([(room, 0)]),
+            ..Known::default()
+        };
+        let ops: Vec<&WriteOp> = ops.iter().collect();
+        let (rows, mut outcomes) = plan(&ops, known);
+        let second = outcomes
+            .pop()
+            .expect("two")
+            .expect("ok")
+            .posted()
+            .expect("post");
+        let first = outcomes
+            .pop()
+            .expect("two")
+            .expect("ok")
+            .posted()
+            .expect("post");
+        assert!(!first.duplicate && second.duplicate);
+        assert_eq!(first.event, second.event);
+        assert_eq!(rows.events.len(), 1);
+    }
+
+    #[test]
+    fn only_the_author_amends_and_a_delete_blanks_this_batchs_edits() {
+        let room = RoomId::new();
+        let (alice, bob) = (user("alice"), user("bob"));
+        let id = MessageId::new();
+        let body = |s: &str| MessageBody::parse(s).expect("body");
+        let ops = [
+            WriteOp::Edit {
+                room,
+                author: bob.id,
+                id,
+                body: body("not mine"),
+            },
+            WriteOp::Edit {
+                room,
+                author: alice.id,
+                id,
+                body: body("secret"),
+            },
+            WriteOp::Delete {
+                room,
+                author: alice.id,
+                id,
+            },
+            WriteOp::Edit {
+                room,
+                author: alice.id,
+                id,
+                body: body("too late"),
+            },
+        ];
+        let known = Known {
+            last_seq: HashMap::from([(room, 3)]),
+            live: HashMap::from([(
+                id,
+                Live {
+                    room,
+                    author: alice.id,
+                },
+            )]),
+            ..Known::default()
+        };
+        let ops: Vec<&WriteOp> = ops.iter().collect();
+        let (rows, outcomes) = plan(&ops, known);
+        assert!(matches!(outcomes[0], Err(StorageError::Forbidden)));
+        assert_eq!(seq_of(&outcomes[1]), Some(4));
+        assert_eq!(seq_of(&outcomes[2]), Some(5));
+        assert!(matches!(outcomes[3], Err(StorageError::NotFound)));
+        assert!(rows.edits.is_empty(), "a deleted message keeps no edit");
+        assert_eq!(rows.deleted, [id]);
+        let logged: Vec<(i16, &str)> = rows
+            .events
+            .iter()
+            .map(|e| (e.action, e.body.as_str()))
+            .collect();
+        assert_eq!(logged, [(ACTION_UPDATE, ""), (ACTION_DELETE, "")]);
+    }
+}
