@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use roomcast_storage::CommitPolicy;
 
 #[derive(Debug, Parser)]
 #[command(name = "roomcast", version, about = "Real-time room chat server")]
@@ -84,6 +85,11 @@ pub struct CommonArgs {
     /// directory.
     #[arg(long, env = "ROOMCAST_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// PostgreSQL writer connections per node, each committing the batches
+    /// of its share of the rooms (a room always goes to the same one), so
+    /// different rooms' batches commit in parallel. SQLite has one writer.
+    #[arg(long, env = "ROOMCAST_DATABASE_WRITERS", default_value_t = CommitPolicy::default().writers)]
+    pub database_writers: usize,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -197,6 +203,7 @@ impl ServeArgs {
                 data_dir: data_dir.into(),
                 database_url: None,
                 jwt_secret: None,
+                database_writers: CommitPolicy::default().writers,
             },
             redis_url: None,
             redis_wait: false,

@@ -7,7 +7,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use anyhow::Context;
 use roomcast_broadcast::{Hub, HubConfig, RedisConfig, RedisLayer};
-use roomcast_storage::{Retention, Storage};
+use roomcast_storage::{CommitPolicy, Retention, Storage};
 use roomcast_transport::{
     AllowedOrigins, AppState, JwtKeys, RateLimitConfig, ShutdownMode, TransportConfig,
 };
@@ -19,14 +19,27 @@ use tokio::task::JoinHandle;
 use crate::cli::{CommonArgs, ServeArgs, ShutdownModeArg};
 use crate::secret;
 
-/// Opens (creating and migrating) the storage the settings name.
+/// Opens (creating and migrating) the storage the settings name, with as
+/// many PostgreSQL writers as they ask for.
 pub async fn open_storage(common: &CommonArgs) -> anyhow::Result<Storage> {
-    open_storage_at(&common.data_dir, &common.database_url()).await
+    let policy = CommitPolicy {
+        writers: common.database_writers.max(1),
+        ..CommitPolicy::default()
+    };
+    open_storage_with(&common.data_dir, &common.database_url(), policy).await
 }
 
 /// Opens (creating and migrating) the database at `url`; an SQLite one
 /// gets its data directory created first.
 pub async fn open_storage_at(data_dir: &std::path::Path, url: &str) -> anyhow::Result<Storage> {
+    open_storage_with(data_dir, url, CommitPolicy::default()).await
+}
+
+async fn open_storage_with(
+    data_dir: &std::path::Path,
+    url: &str,
+    policy: CommitPolicy,
+) -> anyhow::Result<Storage> {
     if url.starts_with("sqlite:") {
         crate::private_files::data_dir(data_dir)?;
         // The default database file is made private before SQLite creates it.
@@ -35,7 +48,7 @@ pub async fn open_storage_at(data_dir: &std::path::Path, url: &str) -> anyhow::R
             crate::private_files::database_file(&default_file)?;
         }
     }
-    roomcast_storage::connect(url)
+    roomcast_storage::connect_with(url, policy)
         .await
         .with_context(|| format!("opening the database {}", redact(url)))
 }

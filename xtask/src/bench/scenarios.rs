@@ -80,10 +80,22 @@ async fn measure(
     let tag = plan.tag.clone();
     let server_cpu = target.cpu_secs();
     let bench_cpu = server::cpu_secs("/proc/self/stat");
+    let database_cpu = target.database_cpu().await;
     let mut outcome = traffic::run(fixture, sockets, plan).await?;
     let used = |before: Option<f64>, after: Option<f64>| Some(after? - before?);
     outcome.server_cpu_secs = used(server_cpu, target.cpu_secs());
     outcome.bench_cpu_secs = used(bench_cpu, server::cpu_secs("/proc/self/stat"));
+    if let (Some(before), Some(after)) = (database_cpu, target.database_cpu().await) {
+        let secs = server::database_cpu_used(&before, &after);
+        outcome.database_cpu_secs = Some(secs);
+        let messages: u64 = outcome.sent.iter().sum();
+        let server = outcome.server_cpu_secs.unwrap_or(0.0);
+        eprintln!(
+            "CPU per message sent ({messages}): server {:.0} µs, its PostgreSQL backends {:.0} µs",
+            server * 1e6 / messages.max(1) as f64,
+            secs * 1e6 / messages.max(1) as f64
+        );
+    }
     let truth = if outcome.has_seq() {
         audit::truth_from_storage(fixture, &tag).await?
     } else {
@@ -113,6 +125,8 @@ fn health(outcome: &Outcome) -> Value {
         "seq_seen": outcome.has_seq(),
         "server_cpu_secs": outcome.server_cpu_secs,
         "bench_cpu_secs": outcome.bench_cpu_secs,
+        "database_cpu_secs": outcome.database_cpu_secs,
+        "messages_sent": outcome.sent.iter().sum::<u64>(),
         "run_secs": outcome.run_secs,
     })
 }

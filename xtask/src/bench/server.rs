@@ -3,6 +3,7 @@
 //! and Redis on one or two nodes), or any server described by a FIXTURE.md
 //! document (`--fixture FILE`).
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -12,6 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use roomcast_storage::postgres::TestDatabase;
 use serde::Deserialize;
+use sqlx::Connection;
+use sqlx::postgres::PgConnection;
 
 /// `docs/fixture.md`: all a load tool may know about a server.
 #[derive(Debug, Clone, Deserialize)]
@@ -250,6 +253,45 @@ impl Target {
     pub fn name(&self) -> &str {
         &self.fixture().name
     }
+
+    /// CPU seconds used so far by each PostgreSQL backend serving the run's
+    /// database (the writers' and the pool's connections; not the
+    /// instance's shared background processes, which serve every database).
+    /// `None` without a database of ours.
+    pub async fn database_cpu(&self) -> Option<HashMap<u32, f64>> {
+        let Target::Started(Roomcast {
+            database: Some(db), ..
+        }) = self
+        else {
+            return None;
+        };
+        let mut conn = PgConnection::connect(db.url()).await.ok()?;
+        let pids: Vec<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .ok()?;
+        let _ = conn.close().await;
+        Some(
+            pids.into_iter()
+                .filter_map(|pid| {
+                    let pid = u32::try_from(pid).ok()?;
+                    Some((pid, cpu_secs(&format!("/proc/{pid}/stat"))?))
+                })
+                .collect(),
+        )
+    }
+}
+
+/// CPU seconds the database backends used between two [`Target::database_cpu`]
+/// readings (a backend that started in between counts from zero).
+pub fn database_cpu_used(before: &HashMap<u32, f64>, after: &HashMap<u32, f64>) -> f64 {
+    after
+        .iter()
+        .map(|(pid, secs)| secs - before.get(pid).copied().unwrap_or(0.0))
+        .sum()
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
@@ -262,6 +304,10 @@ fn rss_kib(pid: u32) -> Option<u64> {
 
 /// Builds the server in release mode once per bench invocation.
 pub fn build_roomcast() -> anyhow::Result<PathBuf> {
+    // A/B runs: another build of Roomcast (say, main's) under the same load.
+    if let Some(bin) = std::env::var_os("ROOMCAST_BENCH_BIN") {
+        return Ok(PathBuf::from(bin));
+    }
     crate::cargo(&["build", "--release", "--quiet", "--bin", "roomcast"])?;
     // We run from the same target directory's release folder.
     let exe = std::env::current_exe().context("locating the xtask binary")?;

@@ -78,6 +78,8 @@ pub struct Outcome {
     /// CPU seconds used during the run (filled in by the caller).
     pub server_cpu_secs: Option<f64>,
     pub bench_cpu_secs: Option<f64>,
+    /// CPU of the PostgreSQL backends serving the run's database.
+    pub database_cpu_secs: Option<f64>,
 }
 
 impl Outcome {
@@ -243,6 +245,7 @@ pub async fn run(fixture: &Fixture, sockets: Vec<Vec<Ws>>, plan: Plan) -> anyhow
         run_secs,
         server_cpu_secs: None,
         bench_cpu_secs: None,
+        database_cpu_secs: None,
     })
 }
 
