@@ -478,8 +478,8 @@ mod tests {
 
     fn seq_of(outcome: &Result<WriteOutcome, StorageError>) -> Option<u64> {
         match outcome {
-            Ok(WriteOutcome::Posted(p)) => Some(p.event.seq),
-            Ok(WriteOutcome::Event(e)) => Some(e.seq),
+            Ok(WriteOutcome::Posted(p)) => Some(p.event.seq.get()),
+            Ok(WriteOutcome::Event(e)) => Some(e.seq.get()),
             Err(_) => None,
         }
     }
