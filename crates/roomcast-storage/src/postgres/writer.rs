@@ -10,12 +10,30 @@
 //! timer. This mirrors `sqlite/writer.rs`.
 //!
 //! A batch costs a fixed number of round trips whatever its size: `BEGIN`,
-//! one statement locking its rooms, one reading what the checks need, one
-//! statement writing everything (arrays through `unnest`), `COMMIT`. The
-//! checks (unknown room or message, not the author, repeated `clientId`)
-//! are decided in Rust between the reads and the write, so a refused write
-//! fails alone and takes no seq, and nothing in the batch raises an SQL
-//! error that would abort the others.
+//! one statement locking its rooms, one reading what the checks need (only
+//! when the batch has a `clientId`, an edit or a delete), one statement
+//! writing everything (arrays through `unnest`, with only the parts the
+//! batch needs), `COMMIT`. The checks (unknown room or message, not the
+//! author, repeated `clientId`) are decided in Rust between the reads and
+//! the write, so a refused write fails alone and takes no seq, and nothing
+//! in the batch raises an SQL error that would abort the others.
+//!
+//! What a batch costs PostgreSQL, measured (ARCHITECTURE.md, a message's
+//! path): each statement is planned once per connection, because planning
+//! the batch statement for its arguments took longer than running it. The
+//! rest is per row (two inserts, four foreign-key checks per post) and per
+//! batch (the room locks, `COMMIT`'s WAL flush, and the four round trips'
+//! context switches). Those round trips cannot be merged with sqlx, which
+//! waits for each statement's answer: the write depends on what the lock
+//! statement returned, and only a pipelining client could send `BEGIN`
+//! with the lock and the write with `COMMIT`.
+//!
+//! Several writers (`CommitPolicy::writers`, `ROOMCAST_DATABASE_WRITERS`):
+//! rooms are spread over them by id, so one room's writes keep one queue
+//! (its order) while batches of different rooms commit in parallel. Each
+//! writer makes smaller batches, so more writers cost more CPU per message
+//! and pay off only when one writer's commits are the bottleneck (a
+//! database with spare cores), not on a machine whose cores are full.
 //!
 //! Sequence numbers: each room's row is locked (`FOR NO KEY UPDATE`) in the
 //! transaction, `last_seq` is read under the lock and the new value written
