@@ -96,7 +96,9 @@ pub struct CommonArgs {
 pub struct ServeArgs {
     #[command(flatten)]
     pub common: CommonArgs,
-    /// Channel layer URL (`redis://`); unset: the in-memory layer.
+    /// Channel layer URL: `redis://host:port` (one Redis) or
+    /// `redis-cluster://host:port,host:port` (Redis Cluster, sharded
+    /// pub/sub); unset: the in-memory layer.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
     /// Start even if Redis is unreachable, and connect when it comes up

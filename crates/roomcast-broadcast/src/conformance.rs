@@ -25,8 +25,17 @@ pub trait LayerFactory: Send + Sync {
 /// Generates one test per conformance check for a layer factory.
 #[macro_export]
 macro_rules! layer_conformance_tests {
+    // One test per check, each with its own `(factory, guard)`.
     ($factory:expr) => {
-        $crate::layer_conformance_tests!(@each $factory;
+        $crate::layer_conformance_tests!(@list each $factory);
+    };
+    // One test running every check in turn on one `(factory, guard)`: for
+    // a layer whose setup is costly (a private Redis Cluster).
+    (sequential $factory:expr) => {
+        $crate::layer_conformance_tests!(@list sequential $factory);
+    };
+    (@list $mode:ident $factory:expr) => {
+        $crate::layer_conformance_tests!(@$mode $factory;
             publications_reach_other_nodes_but_not_the_publisher,
             rooms_are_isolated,
             order_is_kept_per_publisher,
@@ -35,6 +44,15 @@ macro_rules! layer_conformance_tests {
             room_state_is_shared_per_node_and_expires,
             health_is_reported,
         );
+    };
+    (@sequential $factory:expr; $($check:ident),* $(,)?) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn every_conformance_check() {
+            let (factory, _guard) = $factory.await;
+            $(
+                $crate::conformance::$check(&factory).await;
+            )*
+        }
     };
     (@each $factory:expr; $($check:ident),* $(,)?) => {
         $(

@@ -13,7 +13,9 @@
 //!   storage through [`Backfill`] when one does not close by itself).
 //! - [`RedisLayer`] carries envelopes between nodes over Redis pub/sub,
 //!   encoded as [`wire`] v1, and asks the hub to resync a room from storage
-//!   ([`Inbox::resync`]) whenever it may have lost something.
+//!   ([`Inbox::resync`]) whenever it may have lost something. Given a
+//!   `redis-cluster://` URL it uses Redis Cluster's sharded pub/sub instead
+//!   (see `redis_cluster.rs`): each room on the shard that owns its slot.
 //!
 //! An envelope carries the frame already serialized: one serialization per
 //! event, the same bytes for every socket.
@@ -29,6 +31,7 @@ mod layer;
 mod memory;
 pub mod presence;
 mod redis;
+mod redis_cluster;
 #[cfg(feature = "test-support")]
 pub mod testing;
 pub mod wire;

@@ -43,6 +43,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::redis_cluster::{self, Shards};
 use crate::wire::{self, NodeId, WireMessage};
 use crate::{BroadcastError, ChannelLayer, Envelope, Inbox};
 
@@ -78,6 +79,10 @@ pub struct RedisConfig {
     /// Rooms with unsent events remembered for a `stale` notice; past it,
     /// the other nodes catch up at their next event or reconnect.
     pub max_unsent_rooms: usize,
+    /// Redis Cluster only: how often the node re-reads the cluster's
+    /// routing table to notice rooms whose shard changed (resharding, a
+    /// replica promoted); see [`crate::redis_cluster`].
+    pub topology_interval: Duration,
 }
 
 impl RedisConfig {
@@ -94,6 +99,7 @@ impl RedisConfig {
             reconnect_max: Duration::from_secs(2),
             receive_buffer: 16_384,
             max_unsent_rooms: 100_000,
+            topology_interval: Duration::from_secs(1),
         }
     }
 }
@@ -102,8 +108,10 @@ impl RedisConfig {
 /// [`BroadcastError::Unavailable`].
 #[derive(Debug, thiserror::Error)]
 pub enum RedisLayerError {
-    #[error("not a redis:// URL")]
+    #[error("not a redis:// or redis-cluster://host:port,host:port URL")]
     Url,
+    #[error("a Redis Cluster channel prefix cannot contain braces (a hash tag)")]
+    Prefix,
     #[error("invalid Redis settings")]
     Config(#[source] fred::error::Error),
     #[error("cannot connect to Redis")]
@@ -137,7 +145,7 @@ impl std::fmt::Debug for RedisLayer {
     }
 }
 
-struct Shared {
+pub(crate) struct Shared {
     node: NodeId,
     prefix: String,
     publisher: Client,
@@ -152,6 +160,8 @@ struct Shared {
     fail_fast: Options,
     health: Options,
     max_unsent_rooms: usize,
+    /// On Redis Cluster: where each room is subscribed (sharded pub/sub).
+    shards: Option<Shards>,
 }
 
 #[derive(Default)]
@@ -162,7 +172,7 @@ struct Rooms {
     pending: HashSet<RoomId>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Nothing holding these locks can leave the sets half-updated.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -179,12 +189,25 @@ impl RedisLayer {
         config: RedisConfig,
         inbox: Arc<dyn Inbox>,
     ) -> Result<RedisLayer, BroadcastError> {
-        if !config.url.starts_with("redis://") {
+        let cluster = config.url.starts_with(redis_cluster::SCHEME);
+        let url = if cluster {
+            if !redis_cluster::prefix_is_valid(&config.channel_prefix) {
+                return Err(unavailable(RedisLayerError::Prefix));
+            }
+            redis_cluster::fred_url(&config.url).ok_or(unavailable(RedisLayerError::Url))?
+        } else if config.url.starts_with("redis://") {
+            config.url.clone()
+        } else {
             return Err(unavailable(RedisLayerError::Url));
-        }
+        };
         let mut fred_config =
-            Config::from_url(&config.url).map_err(|e| unavailable(RedisLayerError::Config(e)))?;
-        if !matches!(fred_config.server, ServerConfig::Centralized { .. }) {
+            Config::from_url(&url).map_err(|e| unavailable(RedisLayerError::Config(e)))?;
+        let expected = match fred_config.server {
+            ServerConfig::Centralized { .. } => !cluster,
+            ServerConfig::Clustered { .. } => cluster,
+            _ => false,
+        };
+        if !expected {
             return Err(unavailable(RedisLayerError::Url));
         }
         // `fail_fast` here is about the first connection only: give up at
@@ -239,6 +262,7 @@ impl RedisLayer {
                 ..Options::default()
             },
             max_unsent_rooms: config.max_unsent_rooms,
+            shards: cluster.then(Shards::default),
         });
         // Listen before connecting, so the first connection's event and
         // the first messages are not missed.
@@ -270,12 +294,21 @@ impl RedisLayer {
             }
         }
         let cancel = CancellationToken::new();
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(receive(shared.clone(), messages, cancel.clone())),
             tokio::spawn(resubscribe(shared.clone(), sub_connected, cancel.clone())),
             tokio::spawn(flush_unsent(shared.clone(), pub_connected, cancel.clone())),
         ];
-        tracing::info!(node = %shared.node, prefix = %shared.prefix, "Redis channel layer started");
+        if cluster {
+            tasks.push(tokio::spawn(redis_cluster::watch_topology(
+                shared.clone(),
+                shared.publisher.clone(),
+                config.topology_interval,
+                config.command_timeout,
+                cancel.clone(),
+            )));
+        }
+        tracing::info!(node = %shared.node, prefix = %shared.prefix, cluster, "Redis channel layer started");
         Ok(RedisLayer {
             shared,
             cancel,
@@ -304,8 +337,85 @@ fn millis(d: Duration) -> u32 {
 }
 
 impl Shared {
-    fn channel(&self, room: RoomId) -> String {
+    pub(crate) fn channel(&self, room: RoomId) -> String {
         format!("{}room:{room}", self.prefix)
+    }
+
+    pub(crate) fn shards(&self) -> Option<&Shards> {
+        self.shards.as_ref()
+    }
+
+    pub(crate) fn subscriber(&self) -> &SubscriberClient {
+        &self.subscriber
+    }
+
+    /// Live rooms among `rooms` lost their subscription: the next
+    /// [`Shared::settle`] subscribes and resyncs them.
+    pub(crate) fn mark_pending(&self, rooms: &[RoomId]) {
+        let mut state = lock(&self.rooms);
+        for room in rooms {
+            if state.live.contains(room) {
+                state.pending.insert(*room);
+            }
+        }
+    }
+
+    /// On a cluster, whether `error` says the room's shard is out of reach
+    /// for now (its primary down, a failover under way) while the others
+    /// answer: the room waits pending, as on a Redis outage.
+    fn shard_down(&self, error: &fred::error::Error) -> bool {
+        use fred::error::ErrorKind;
+        self.shards.is_some()
+            && matches!(
+                error.kind(),
+                ErrorKind::IO
+                    | ErrorKind::Timeout
+                    | ErrorKind::Canceled
+                    | ErrorKind::Cluster
+                    | ErrorKind::Routing
+            )
+    }
+
+    pub(crate) fn has_pending(&self) -> bool {
+        !lock(&self.rooms).pending.is_empty()
+    }
+
+    /// Subscribes `rooms`' channels: one SUBSCRIBE on one Redis, one
+    /// SSUBSCRIBE per slot on a cluster. Returns the rooms subscribed, and
+    /// the error that kept the others out.
+    async fn subscribe_rooms(&self, rooms: &[RoomId]) -> (Vec<RoomId>, Option<fred::error::Error>) {
+        match &self.shards {
+            Some(shards) => {
+                shards
+                    .subscribe(&self.subscriber, &self.fail_fast, rooms, |r| {
+                        self.channel(r)
+                    })
+                    .await
+            }
+            None => {
+                let channels: Vec<String> = rooms.iter().map(|r| self.channel(*r)).collect();
+                match self
+                    .subscriber
+                    .with_options(&self.fail_fast)
+                    .subscribe(channels)
+                    .await
+                {
+                    Ok(()) => (rooms.to_vec(), None),
+                    Err(e) => (Vec::new(), Some(e)),
+                }
+            }
+        }
+    }
+
+    async fn unsubscribe_room(&self, room: RoomId) -> Result<(), fred::error::Error> {
+        let subscriber = self.subscriber.with_options(&self.fail_fast);
+        match &self.shards {
+            Some(shards) => {
+                shards.forget(room);
+                subscriber.sunsubscribe(self.channel(room)).await
+            }
+            None => subscriber.unsubscribe(self.channel(room)).await,
+        }
     }
 
     /// The hash of a room's state: one field per node, each value its
@@ -313,8 +423,14 @@ impl Shared {
     /// is checked by readers (HPEXPIRE needs Redis 7.4); the key itself
     /// expires after the longest TTL written, so a room nobody serves any
     /// more leaves nothing behind.
+    ///
+    /// On a cluster the key sits in the room channel's slot, so a room's
+    /// commands all go to one shard.
     fn state_key(&self, room: RoomId) -> String {
-        format!("{}state:{room}", self.prefix)
+        match self.shards {
+            Some(_) => redis_cluster::state_key(&self.prefix, room, &self.channel(room)),
+            None => format!("{}state:{room}", self.prefix),
+        }
     }
 
     async fn command<R: fred::types::FromValue>(
@@ -344,25 +460,19 @@ impl Shared {
     /// Subscribes the rooms that are live but not known to be subscribed,
     /// then resyncs them: whatever was published before the SUBSCRIBE was
     /// stored before it. Returns whether nothing is left pending.
-    async fn settle(&self) -> bool {
+    pub(crate) async fn settle(&self) -> bool {
         let _ops = self.ops.lock().await;
         let pending: Vec<RoomId> = lock(&self.rooms).pending.iter().copied().collect();
         if pending.is_empty() {
             return true;
         }
-        let channels: Vec<String> = pending.iter().map(|r| self.channel(*r)).collect();
-        let subscribed = self
-            .subscriber
-            .with_options(&self.fail_fast)
-            .subscribe(channels)
-            .await;
-        if let Err(e) = subscribed {
-            tracing::debug!(error = %e, rooms = pending.len(), "resubscribe failed; will retry");
-            return false;
+        let (subscribed, error) = self.subscribe_rooms(&pending).await;
+        if let Some(e) = error {
+            tracing::debug!(error = %e, rooms = pending.len() - subscribed.len(), "resubscribe failed; will retry");
         }
         let resync: Vec<RoomId> = {
             let mut rooms = lock(&self.rooms);
-            pending
+            subscribed
                 .into_iter()
                 .filter(|r| rooms.pending.remove(r) && rooms.live.contains(r))
                 .collect()
@@ -437,11 +547,13 @@ impl Shared {
 
     async fn send(&self, room: RoomId, message: &WireMessage) -> Result<(), fred::error::Error> {
         let payload = wire::encode(self.node, message);
-        self.publisher
-            .with_options(&self.fail_fast)
-            .publish::<i64, _, _>(self.channel(room), payload)
-            .await
-            .map(drop)
+        let publisher = self.publisher.with_options(&self.fail_fast);
+        let channel = self.channel(room);
+        match self.shards {
+            Some(_) => publisher.spublish::<i64, _, _>(channel, payload).await,
+            None => publisher.publish::<i64, _, _>(channel, payload).await,
+        }
+        .map(drop)
     }
 
     /// Hands one received message to the hub, unless it is this node's own
@@ -568,14 +680,10 @@ impl ChannelLayer for RedisLayer {
         let shared = &self.shared;
         let _ops = shared.ops.lock().await;
         lock(&shared.rooms).live.insert(room);
-        let subscribed = shared
-            .subscriber
-            .with_options(&shared.fail_fast)
-            .subscribe(shared.channel(room))
-            .await;
-        match subscribed {
+        let (_, error) = shared.subscribe_rooms(&[room]).await;
+        match error.map_or(Ok(()), Err) {
             Ok(()) => Ok(()),
-            Err(e) if !shared.subscriber.is_connected() => {
+            Err(e) if !shared.subscriber.is_connected() || shared.shard_down(&e) => {
                 // Serve the room locally now; the resubscriber subscribes
                 // it once Redis is back and resyncs it from storage.
                 tracing::warn!(error = %e, %room, "Redis is down; room subscribed once it is back");
@@ -600,12 +708,7 @@ impl ChannelLayer for RedisLayer {
         }
         // Nothing more is delivered for the room from here on, whatever
         // Redis answers: the receiver checks `live`.
-        match shared
-            .subscriber
-            .with_options(&shared.fail_fast)
-            .unsubscribe(shared.channel(room))
-            .await
-        {
+        match shared.unsubscribe_room(room).await {
             Ok(()) => Ok(()),
             // A connection that comes back has no subscriptions but ours.
             Err(_) if !shared.subscriber.is_connected() => Ok(()),
@@ -723,7 +826,10 @@ impl ChannelLayer for RedisLayer {
     }
 
     fn name(&self) -> &'static str {
-        "redis"
+        match self.shared.shards {
+            Some(_) => "redis-cluster",
+            None => "redis",
+        }
     }
 
     async fn close(&self) {
@@ -787,6 +893,7 @@ mod tests {
             fail_fast: Options::default(),
             health: Options::default(),
             max_unsent_rooms: 2,
+            shards: None,
         }
     }
 
