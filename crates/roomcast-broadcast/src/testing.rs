@@ -1,8 +1,11 @@
-//! Test support (feature `test-support`): a `redis-server` of a test's
-//! own, for tests that kill or pause Redis without touching the machine's
-//! shared one. Not in production builds.
+//! Test support (feature `test-support`): a `redis-server` (or a Redis
+//! Cluster) of a test's own, for tests that kill or pause Redis without
+//! touching the machine's shared one. Not in production builds.
 
 use std::time::Duration;
+
+mod cluster;
+pub use cluster::{Primary, PrivateCluster, cli as redis_cli, until};
 
 /// A `redis-server` on a port of its own, killed when dropped.
 #[derive(Debug)]

@@ -322,15 +322,12 @@ async fn urls_that_are_not_redis_are_refused() {
 
 // ------------------------------------------------------- Redis Cluster
 
-#[path = "support/cluster.rs"]
-mod private_cluster;
-
 mod redis_cluster {
     use std::collections::HashMap;
     use std::sync::Mutex;
 
-    use super::private_cluster::{Primary, PrivateCluster, cli, until};
     use super::*;
+    use roomcast_broadcast::testing::{Primary, PrivateCluster, redis_cli as cli, until};
 
     /// Nodes on one private cluster, under one prefix per check.
     struct Factory {

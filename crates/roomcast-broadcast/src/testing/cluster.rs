@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
+#[derive(Debug)]
 pub struct PrivateCluster {
     _dir: tempfile::TempDir,
     ports: Vec<u16>,
