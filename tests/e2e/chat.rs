@@ -129,19 +129,20 @@ async fn only_the_author_may_edit_or_delete_with_the_seed_sentences() {
         .await;
     assert_eq!(
         bob.next_json().await,
-        json!({"error": "You can only edit your own messages.", "code": "forbidden"})
+        json!({"error": "You can only edit your own messages.", "code": "forbidden", "messageId": id})
     );
     bob.send_json(json!({"type": "delete", "messageId": id}))
         .await;
     assert_eq!(
         bob.next_json().await,
-        json!({"error": "You can only delete your own messages.", "code": "forbidden"})
+        json!({"error": "You can only delete your own messages.", "code": "forbidden", "messageId": id})
     );
-    bob.send_json(json!({"type": "delete", "messageId": uuid::Uuid::new_v4().to_string()}))
+    let missing = uuid::Uuid::new_v4().to_string();
+    bob.send_json(json!({"type": "delete", "messageId": missing}))
         .await;
     assert_eq!(
         bob.next_json().await,
-        json!({"error": "Message not found.", "code": "not_found"})
+        json!({"error": "Message not found.", "code": "not_found", "messageId": missing})
     );
     // Nothing was broadcast for the refused attempts.
     alice.quiet_for(Duration::from_millis(200)).await;
@@ -190,14 +191,14 @@ async fn a_message_of_another_room_cannot_be_edited_from_this_socket() {
         .await;
     assert_eq!(
         in_room1.next_json().await,
-        json!({"error": "Message not found.", "code": "not_found"})
+        json!({"error": "Message not found.", "code": "not_found", "messageId": id})
     );
     in_room1
         .send_json(json!({"type": "delete", "messageId": id}))
         .await;
     assert_eq!(
         in_room1.next_json().await,
-        json!({"error": "Message not found.", "code": "not_found"})
+        json!({"error": "Message not found.", "code": "not_found", "messageId": id})
     );
     in_room0.quiet_for(Duration::from_millis(200)).await;
 }
@@ -375,5 +376,39 @@ async fn a_burst_sent_without_waiting_arrives_in_the_order_sent() {
         let event = bob.next_json().await;
         assert_eq!(event["body"], format!("m{i}"), "{event}");
         assert_eq!(event["seq"], i + 1);
+    }
+}
+
+#[tokio::test]
+async fn a_typing_storm_leaves_every_other_reader_connected_and_receiving() {
+    let app = spawn_app().await;
+    let rooms = app.fixture(1, 3).await;
+    let room = &rooms[0];
+    let mut readers = vec![app.connect(room, 1).await];
+    // A reader with a tiny receive buffer, so it lags at once.
+    let url = app.ws_url(&room.host, &room.slug);
+    let cookie = format!("JWT={}", room.members[2].token);
+    readers.push(
+        crate::harness::Ws::connect_with_small_buffer(
+            &url,
+            &[("Cookie", &cookie), ("Origin", &app.origin())],
+        )
+        .await,
+    );
+    let mut alice = app.connect(room, 0).await;
+    let typing = Message::text(json!({"type": "typing"}).to_string());
+    alice.send_batch(std::iter::repeat_n(typing, 5000)).await;
+    let after = post(&mut alice, "after the storm").await;
+    for reader in &mut readers {
+        loop {
+            match reader.next_frame_or_close().await {
+                Ok(frame) if frame["action"] == "typing" => continue,
+                Ok(frame) => {
+                    assert_eq!(frame, after, "the stored event, after typing only");
+                    break;
+                }
+                Err(code) => panic!("a reader was closed by the storm: {code:?}"),
+            }
+        }
     }
 }

@@ -104,6 +104,11 @@ pub struct TransportConfig {
     /// 503 with `Retry-After`; so is one arriving when as many are already
     /// waiting as can run in this time.
     pub password_queue_timeout: Duration,
+    /// A socket the peer has sent nothing on for this long gets a ping.
+    pub ping_interval: Duration,
+    /// A peer silent this long after a ping (no pong, no frame) is gone:
+    /// its connection is dropped, freeing its slot and memory.
+    pub ping_timeout: Duration,
 }
 
 /// Per-user rate limits (PROTOCOL.md `rate_limited`).
@@ -159,6 +164,8 @@ impl Default for TransportConfig {
                 .unwrap_or(2),
             password_queue_timeout: Duration::from_secs(5),
             cors_origins: Vec::new(),
+            ping_interval: Duration::from_secs(30),
+            ping_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -99,7 +99,7 @@ pub(crate) async fn ws_chat(
                     tracker.track_future(
                         async move {
                             let Some(session) = session else { return };
-                            consumer::run(app, sink, stream, session).await
+                            consumer::run(app, sink, stream, session).await;
                         }
                         .instrument(span),
                     )

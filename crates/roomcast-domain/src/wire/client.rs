@@ -113,15 +113,30 @@ impl ClientFrame {
     /// The `clientId` of a frame that failed validation, so that the error
     /// frame can carry it back to the sender's pending message.
     pub fn client_id_of(text: &str) -> Option<String> {
+        Self::ids_of(text).client_id
+    }
+
+    /// The valid `clientId` and `messageId` of a frame, if it has them,
+    /// whether or not the rest of it parses.
+    pub fn ids_of(text: &str) -> super::FrameIds {
         #[derive(Deserialize)]
         struct Only {
             #[serde(rename = "clientId")]
-            client_id: Option<String>,
+            client_id: Option<serde_json::Value>,
+            #[serde(rename = "messageId")]
+            message_id: Option<serde_json::Value>,
         }
-        serde_json::from_str::<Only>(text)
-            .ok()
-            .and_then(|o| o.client_id)
-            .filter(|c| ClientId::parse(c.as_str()).is_ok())
+        let Ok(only) = serde_json::from_str::<Only>(text) else {
+            return super::FrameIds::default();
+        };
+        let string = |v: Option<serde_json::Value>| match v {
+            Some(serde_json::Value::String(s)) => Some(s),
+            _ => None,
+        };
+        super::FrameIds {
+            client_id: string(only.client_id).filter(|c| ClientId::parse(c.as_str()).is_ok()),
+            message_id: string(only.message_id).filter(|m| MessageId::parse(m).is_ok()),
+        }
     }
 }
 
@@ -248,6 +263,37 @@ mod tests {
         let long = format!(r#"{{"message":"{}"}}"#, "a".repeat(501));
         let err = ClientFrame::parse(&long).expect_err("too long");
         assert_eq!(err.to_string(), "Message exceeds 500 characters.");
+    }
+
+    #[test]
+    fn ids_are_read_from_frames_that_do_not_parse() {
+        let id = uuid::Uuid::new_v4().to_string();
+        let cases = [
+            (
+                format!(r#"{{"type":"update","messageId":"{id}"}}"#),
+                None,
+                Some(id.clone()),
+            ),
+            (
+                r#"{"type":"text","clientId":"c1","message":""}"#.to_owned(),
+                Some("c1".to_owned()),
+                None,
+            ),
+            (
+                r#"{"messageId":"not an id","clientId":7}"#.to_owned(),
+                None,
+                None,
+            ),
+            ("not json".to_owned(), None, None),
+        ];
+        for (text, client_id, message_id) in cases {
+            let ids = ClientFrame::ids_of(&text);
+            assert_eq!(
+                (ids.client_id, ids.message_id),
+                (client_id, message_id),
+                "{text}"
+            );
+        }
     }
 
     #[test]

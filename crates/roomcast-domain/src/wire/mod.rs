@@ -10,6 +10,6 @@ mod server;
 
 pub use client::{ClientFrame, FrameError};
 pub use server::{
-    ChatEvent, ChatMessage, DeleteFrame, ErrorCode, ErrorFrame, Incoming, NewFrame, ServerFrame,
-    UpdateFrame,
+    ChatEvent, ChatMessage, DeleteFrame, ErrorCode, ErrorFrame, FrameIds, Incoming, NewFrame,
+    ServerFrame, UpdateFrame,
 };

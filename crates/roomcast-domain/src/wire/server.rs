@@ -141,6 +141,9 @@ pub struct ErrorFrame {
     pub code: Option<ErrorCode>,
     #[serde(rename = "clientId", default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    /// The `messageId` of the `update` or `delete` frame refused.
+    #[serde(rename = "messageId", default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
 }
 
 impl ErrorFrame {
@@ -149,6 +152,7 @@ impl ErrorFrame {
             error: error.into(),
             code: Some(code),
             client_id: None,
+            message_id: None,
         }
     }
 
@@ -156,6 +160,25 @@ impl ErrorFrame {
         self.client_id = client_id;
         self
     }
+
+    pub fn with_message_id(mut self, message_id: Option<String>) -> Self {
+        self.message_id = message_id;
+        self
+    }
+
+    /// Names the frame refused by whichever of its ids it carries.
+    pub fn refusing(self, ids: FrameIds) -> Self {
+        self.with_client_id(ids.client_id)
+            .with_message_id(ids.message_id)
+    }
+}
+
+/// The ids a client frame carries, read even from a frame that does not
+/// parse, so its refusal can name it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FrameIds {
+    pub client_id: Option<String>,
+    pub message_id: Option<String>,
 }
 
 /// Anything a client may receive: what a client library decodes.
