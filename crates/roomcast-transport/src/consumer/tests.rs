@@ -366,14 +366,14 @@ async fn a_clients_close_is_answered_with_its_own_code() {
 async fn a_silent_peer_is_pinged_then_dropped_and_an_answering_one_kept() {
     let f = fixture(TransportConfig {
         ping_interval: Duration::from_millis(50),
-        ping_timeout: Duration::from_millis(100),
+        ping_timeout: Duration::from_millis(250),
         ..config()
     })
     .await;
     let mut silent = open(&f, &f.alice, Open::default()).await;
     let mut answering = open(&f, &f.bob, Open::default()).await;
     let answer = tokio::spawn(async move {
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(600);
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(800);
         let mut pings = 0;
         while let Ok(Some(message)) =
             tokio::time::timeout_at(deadline, answering.from_server.recv()).await

@@ -175,7 +175,12 @@ impl<S: Sink<Message> + Unpin> Writer<'_, S> {
                         Ok(()) => self.push(frame).await,
                         Err(end) => Err(end),
                     },
-                    Some(Outgoing::Close(code, reason)) => Err(End::Close(code, reason)),
+                    // Likewise before a close the reader asks for (1009):
+                    // the events of the writes answered before it go out.
+                    Some(Outgoing::Close(code, reason)) => match self.drain_all(feed).await {
+                        Ok(()) => Err(End::Close(code, reason)),
+                        Err(end) => Err(end),
+                    },
                     Some(Outgoing::Answer(frame)) => Err(End::Answer(frame)),
                     None => Err(End::Close(close::NORMAL, "")),
                 },
