@@ -7,6 +7,7 @@ mod harness;
 mod chat;
 mod client;
 mod closing;
+mod cluster;
 mod handshake;
 mod hardening;
 mod http_api;
