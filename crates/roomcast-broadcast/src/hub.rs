@@ -136,6 +136,12 @@ impl RoomFeed {
     /// envelopes were dropped for it. Ephemeral ones it fell behind on are
     /// skipped: it gets the room's presence list in their place.
     pub async fn recv(&mut self) -> Result<Envelope, FeedError> {
+        // Most wakes under load find an envelope waiting: take it without
+        // registering (and then unlinking) a waiter on both channels, a
+        // lock on each room channel per socket per wake.
+        if let Some(envelope) = self.try_recv()? {
+            return Ok(envelope);
+        }
         loop {
             let got = tokio::select! {
                 biased;
