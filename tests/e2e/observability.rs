@@ -168,3 +168,32 @@ async fn cors_is_off_by_default_and_allows_listed_origins_with_credentials() {
         .expect("get");
     assert!(other.headers().get("access-control-allow-origin").is_none());
 }
+
+#[tokio::test]
+async fn a_fresh_server_exposes_every_documented_metric_with_its_help() {
+    let app = spawn_app().await;
+    let text = reqwest::get(format!("http://{}/metrics", app.addr))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for (name, kind, _, _) in roomcast_transport::metrics::CATALOGUE {
+        assert!(
+            text.contains(&format!("# HELP {name} ")),
+            "no HELP line for {name}:\n{text}"
+        );
+        let sample = match kind {
+            roomcast_transport::metrics::Kind::Histogram => format!("{name}_bucket{{"),
+            _ => name.to_string(),
+        };
+        assert!(
+            text.lines().any(|l| l.starts_with(&sample)),
+            "no sample of {name}:\n{text}"
+        );
+    }
+    // Latencies are histograms with millisecond buckets, not summaries.
+    assert!(text.contains("# TYPE roomcast_storage_write_duration_seconds histogram"));
+    assert!(text.contains("le=\"0.001\""), "{text}");
+    assert!(text.contains("roomcast_build_info{version="), "{text}");
+}

@@ -239,11 +239,17 @@ impl Server {
 fn prometheus() -> Option<PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
-        .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
+        .get_or_init(|| {
+            // Histograms (aggregatable across nodes), not summaries.
+            let builder = PrometheusBuilder::new()
+                .set_buckets(roomcast_transport::metrics::LATENCY_BUCKETS)
+                .and_then(PrometheusBuilder::install_recorder);
+            match builder {
             Ok(handle) => Some(handle),
             Err(e) => {
                 tracing::warn!(error = %e, "metrics recorder not installed; /metrics will be empty");
                 None
+            }
             }
         })
         .clone()

@@ -58,6 +58,7 @@ pub(crate) fn socket_closed(
     reason: &str,
     lasted: Duration,
 ) {
+    crate::metrics::socket_closed(code);
     tracing::info!(
         user_id = %user.id,
         room = %format_args!("{}/{}", room.host, room.slug),

@@ -4,6 +4,8 @@
 
 use roomcast_domain::{ClientId, Event, EventKind, MessageBody, Room, RoomId, User};
 use roomcast_storage::{NewMessage, Posted, StorageError, WriteOp, WriteOutcome};
+use std::time::Instant;
+
 use tokio::task::JoinHandle;
 
 use crate::AppState;
@@ -47,10 +49,13 @@ pub(crate) async fn post(
 /// spawning, so no write is queued without its task.
 pub(crate) async fn queue(app: &AppState, op: WriteOp) -> Result<Queued, StorageError> {
     let room = op.room();
+    let queued = Instant::now();
     let pending = app.storage().queue_write(op).await?;
     let task_app = app.clone();
     Ok(app.sockets().spawn(async move {
-        let outcome = pending.await?;
+        let outcome = pending.await;
+        metrics::storage_write(queued.elapsed(), outcome.is_ok());
+        let outcome = outcome?;
         match &outcome {
             WriteOutcome::Posted(posted) if posted.duplicate => {}
             WriteOutcome::Posted(Posted { event, .. }) | WriteOutcome::Event(event) => {
@@ -84,7 +89,12 @@ async fn publish(app: &AppState, room: RoomId, event: &Event) {
         EventKind::Update { .. } => "update",
         EventKind::Delete { .. } => "delete",
     });
-    if let Err(e) = app.hub().publish(room, encode_event(event)).await {
+    let stored = Instant::now();
+    let frame = encode_event(event);
+    let published = app.hub().publish(room, frame).await;
+    metrics::channel_publish(stored.elapsed(), published.is_ok());
+    if let Err(e) = published {
         tracing::warn!(error = %e, room = %room, seq = %event.seq, "publish to other nodes failed");
     }
+    metrics::store_to_broadcast(stored.elapsed());
 }

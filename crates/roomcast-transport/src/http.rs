@@ -42,17 +42,15 @@ pub(crate) async fn readyz(State(app): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "operations", operation_id = "metrics", security(()),
     responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain")))]
 pub(crate) async fn metrics(State(app): State<AppState>) -> Response {
+    let layer_up = app.hub().layer().health().await.is_ok();
+    crate::metrics::scrape(app.hub().local_rooms(), layer_up);
     let text = app.render_metrics();
-    let gauges = format!(
-        "# TYPE roomcast_rooms_local gauge\nroomcast_rooms_local {}\n",
-        app.hub().local_rooms()
-    );
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        format!("{text}{gauges}"),
+        text,
     )
         .into_response()
 }

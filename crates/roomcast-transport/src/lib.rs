@@ -24,7 +24,7 @@ mod error;
 mod handshake;
 mod http;
 mod limits;
-mod metrics;
+pub mod metrics;
 mod password;
 mod reads;
 mod replies;

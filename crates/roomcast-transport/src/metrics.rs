@@ -1,11 +1,228 @@
-//! The server's Prometheus metrics, named in one place.
+//! The server's Prometheus metrics, named and described in one place.
 //!
 //! Recording goes through the `metrics` facade: with no recorder installed
 //! (an embedder that does not want metrics) every call is a no-op. The
-//! binary installs a Prometheus recorder and gives a render function to
-//! [`crate::AppState::set_metrics`] so `/metrics` can render it.
+//! binary installs a Prometheus recorder (histograms with millisecond-fit
+//! buckets, see [`LATENCY_BUCKETS`]) and gives a render function to
+//! [`crate::AppState::set_metrics`], which describes every metric in
+//! [`CATALOGUE`] and registers it at zero, so a fresh server already
+//! exposes each one with its `# HELP` line (dashboards and alerts see 0,
+//! not "no data").
 
 use std::time::Duration;
+
+/// Bucket bounds of every latency histogram, in seconds: from half a
+/// millisecond to ten seconds.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// What a metric is, for registering and describing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Every metric this crate exposes: name, kind, help, and for labelled
+/// metrics the label and the values registered at zero.
+pub const CATALOGUE: &[(&str, Kind, &str, Option<(&str, &[&str])>)] = &[
+    (
+        "roomcast_connections",
+        Kind::Gauge,
+        "WebSockets open on this node.",
+        None,
+    ),
+    (
+        "roomcast_connections_opened_total",
+        Kind::Counter,
+        "WebSockets accepted on this node since start.",
+        None,
+    ),
+    (
+        "roomcast_socket_closes_total",
+        Kind::Counter,
+        "WebSockets ended, by close code (`none`: the connection ended without a close frame; `other`: a code a client chose).",
+        Some((
+            "code",
+            &[
+                "1000", "1001", "1005", "1008", "1009", "1011", "1013", "none", "other",
+            ],
+        )),
+    ),
+    (
+        "roomcast_handshake_refusals_total",
+        Kind::Counter,
+        "WebSocket handshakes refused, by reason.",
+        Some((
+            "reason",
+            &[
+                "unauthorized",
+                "origin",
+                "not_participant",
+                "room_not_found",
+                "bad_request",
+                "unavailable",
+                "overloaded",
+            ],
+        )),
+    ),
+    (
+        "roomcast_rooms_local",
+        Kind::Gauge,
+        "Rooms with at least one socket on this node.",
+        None,
+    ),
+    (
+        "roomcast_events_stored_total",
+        Kind::Counter,
+        "Events stored by this node, by action.",
+        Some(("action", &["new", "update", "delete"])),
+    ),
+    (
+        "roomcast_events_broadcast_total",
+        Kind::Counter,
+        "Stored events' frames written to sockets on this node.",
+        None,
+    ),
+    (
+        "roomcast_send_errors_total",
+        Kind::Counter,
+        "Error frames sent to clients, by code.",
+        Some((
+            "code",
+            &[
+                "too_long",
+                "empty",
+                "not_found",
+                "forbidden",
+                "bad_frame",
+                "rate_limited",
+                "unavailable",
+            ],
+        )),
+    ),
+    (
+        "roomcast_slow_consumers_closed_total",
+        Kind::Counter,
+        "Sockets closed (1013) because their client did not keep up.",
+        None,
+    ),
+    (
+        "roomcast_http_request_duration_seconds",
+        Kind::Histogram,
+        "HTTP requests by method, matched route and status: time to the response head.",
+        None,
+    ),
+    (
+        "roomcast_storage_write_duration_seconds",
+        Kind::Histogram,
+        "A write from queueing to its commit acknowledged (waiting for its batch included).",
+        None,
+    ),
+    (
+        "roomcast_storage_write_errors_total",
+        Kind::Counter,
+        "Writes that storage failed (nothing stored; the client is told `unavailable`).",
+        None,
+    ),
+    (
+        "roomcast_store_to_broadcast_duration_seconds",
+        Kind::Histogram,
+        "From a write's commit acknowledged to its event handed to this node's sockets and the channel layer.",
+        None,
+    ),
+    (
+        "roomcast_channel_publish_duration_seconds",
+        Kind::Histogram,
+        "Publishing one stored event to the channel layer.",
+        None,
+    ),
+    (
+        "roomcast_channel_publish_errors_total",
+        Kind::Counter,
+        "Publishes to the channel layer that failed (other nodes fill the gap from storage).",
+        None,
+    ),
+    (
+        "roomcast_channel_layer_up",
+        Kind::Gauge,
+        "1 if the channel layer answers its health check at scrape time, else 0.",
+        None,
+    ),
+    (
+        "roomcast_password_checks_refused_total",
+        Kind::Counter,
+        "Password checks turned away because the hashing slots and their queue were full.",
+        None,
+    ),
+    (
+        "roomcast_rate_limited_total",
+        Kind::Counter,
+        "Requests or frames refused by a per-user limit, by what was limited.",
+        Some(("what", &["message", "typing", "login", "signup"])),
+    ),
+    (
+        "roomcast_build_info",
+        Kind::Gauge,
+        "Always 1; the labels say which build runs.",
+        None,
+    ),
+    (
+        "process_cpu_seconds_total",
+        Kind::Gauge,
+        "CPU time used by the process (user and system), in seconds.",
+        None,
+    ),
+    (
+        "process_resident_memory_bytes",
+        Kind::Gauge,
+        "Resident memory of the process, in bytes.",
+        None,
+    ),
+    (
+        "process_open_fds",
+        Kind::Gauge,
+        "Open file descriptors (sockets included).",
+        None,
+    ),
+    (
+        "process_start_time_seconds",
+        Kind::Gauge,
+        "When the process started, in seconds since the Unix epoch.",
+        None,
+    ),
+];
+
+/// Describes every metric and registers it at zero. Called once a
+/// recorder is installed; harmless to call again.
+pub(crate) fn register() {
+    for (name, kind, help, labels) in CATALOGUE {
+        let (name, help) = (*name, *help);
+        match kind {
+            Kind::Counter => metrics::describe_counter!(name, help),
+            Kind::Gauge => metrics::describe_gauge!(name, help),
+            Kind::Histogram => {
+                metrics::describe_histogram!(name, metrics::Unit::Seconds, help)
+            }
+        }
+        let values: &[&str] = labels.map_or(&[], |(_, values)| values);
+        match (kind, labels) {
+            (Kind::Counter, None) => metrics::counter!(name).increment(0),
+            (Kind::Counter, Some((label, _))) => {
+                for value in values {
+                    metrics::counter!(name, *label => *value).increment(0);
+                }
+            }
+            (Kind::Gauge, _) => metrics::gauge!(name).increment(0.0),
+            (Kind::Histogram, _) => {
+                let _ = metrics::histogram!(name);
+            }
+        }
+    }
+    metrics::gauge!("roomcast_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+}
 
 pub(crate) fn connection_opened() {
     metrics::gauge!("roomcast_connections").increment(1.0);
@@ -14,6 +231,22 @@ pub(crate) fn connection_opened() {
 
 pub(crate) fn connection_closed() {
     metrics::gauge!("roomcast_connections").decrement(1.0);
+}
+
+/// A socket ended with this close code (`None`: no close frame).
+pub(crate) fn socket_closed(code: Option<u16>) {
+    let label = match code {
+        None => "none",
+        Some(1000) => "1000",
+        Some(1001) => "1001",
+        Some(1005) => "1005",
+        Some(1008) => "1008",
+        Some(1009) => "1009",
+        Some(1011) => "1011",
+        Some(1013) => "1013",
+        Some(_) => "other",
+    };
+    metrics::counter!("roomcast_socket_closes_total", "code" => label).increment(1);
 }
 
 pub(crate) fn handshake_refused(reason: &'static str) {

@@ -90,6 +90,7 @@ impl AppState {
     /// (the binary's is Prometheus). The first one given wins.
     pub fn set_metrics(&self, render: impl Fn() -> String + Send + Sync + 'static) {
         let _ = self.inner.metrics.set(MetricsRenderer(Box::new(render)));
+        crate::metrics::register();
     }
 
     /// The `/metrics` text; empty when no recorder was given.
