@@ -25,9 +25,14 @@ pub enum Kind {
     Histogram,
 }
 
-/// Every metric this crate exposes: name, kind, help, and for labelled
-/// metrics the label and the values registered at zero.
-pub const CATALOGUE: &[(&str, Kind, &str, Option<(&str, &[&str])>)] = &[
+/// A label and the values registered at zero.
+pub type Labels = Option<(&'static str, &'static [&'static str])>;
+
+/// A metric: name, kind, help, and for a labelled metric its label.
+pub type Entry = (&'static str, Kind, &'static str, Labels);
+
+/// Every metric this crate exposes.
+pub const CATALOGUE: &[Entry] = &[
     (
         "roomcast_connections",
         Kind::Gauge,
