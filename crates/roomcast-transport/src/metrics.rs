@@ -296,3 +296,114 @@ pub(crate) fn password_check_refused() {
 pub(crate) fn rate_limited(what: &'static str) {
     metrics::counter!("roomcast_rate_limited_total", "what" => what).increment(1);
 }
+
+pub(crate) fn storage_write(took: Duration, ok: bool) {
+    metrics::histogram!("roomcast_storage_write_duration_seconds").record(took.as_secs_f64());
+    if !ok {
+        metrics::counter!("roomcast_storage_write_errors_total").increment(1);
+    }
+}
+
+pub(crate) fn store_to_broadcast(took: Duration) {
+    metrics::histogram!("roomcast_store_to_broadcast_duration_seconds").record(took.as_secs_f64());
+}
+
+pub(crate) fn channel_publish(took: Duration, ok: bool) {
+    metrics::histogram!("roomcast_channel_publish_duration_seconds").record(took.as_secs_f64());
+    if !ok {
+        metrics::counter!("roomcast_channel_publish_errors_total").increment(1);
+    }
+}
+
+/// Sets the gauges read at scrape time: this node's rooms, the channel
+/// layer's state, and the process's resources (Linux `/proc`; left
+/// unchanged where it cannot be read).
+pub(crate) fn scrape(rooms_local: usize, layer_up: bool) {
+    metrics::gauge!("roomcast_rooms_local").set(rooms_local as f64);
+    metrics::gauge!("roomcast_channel_layer_up").set(if layer_up { 1.0 } else { 0.0 });
+    let process = process::read();
+    if let Some(cpu) = process.cpu_seconds {
+        metrics::gauge!("process_cpu_seconds_total").set(cpu);
+    }
+    if let Some(rss) = process.resident_bytes {
+        metrics::gauge!("process_resident_memory_bytes").set(rss);
+    }
+    if let Some(fds) = process.open_fds {
+        metrics::gauge!("process_open_fds").set(fds);
+    }
+    if let Some(start) = process.start_time_seconds {
+        metrics::gauge!("process_start_time_seconds").set(start);
+    }
+}
+
+/// The process's own resources, from `/proc/self` (no unsafe, no libc).
+mod process {
+    #[derive(Debug, Default)]
+    pub(super) struct Process {
+        pub cpu_seconds: Option<f64>,
+        pub resident_bytes: Option<f64>,
+        pub open_fds: Option<f64>,
+        pub start_time_seconds: Option<f64>,
+    }
+
+    /// Clock ticks per second of `/proc/*/stat`: `USER_HZ`, which Linux
+    /// fixes at 100 for user space on every architecture it supports.
+    const USER_HZ: f64 = 100.0;
+
+    pub(super) fn read() -> Process {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok();
+        // Fields after the command name (which may hold spaces), from
+        // field 3 (`state`) on: utime is field 14, stime 15, starttime 22.
+        let fields: Vec<&str> = stat
+            .as_deref()
+            .and_then(|s| s.rsplit_once(')'))
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<f64>().ok());
+        let cpu_seconds = match (field(14), field(15)) {
+            (Some(u), Some(s)) => Some((u + s) / USER_HZ),
+            _ => None,
+        };
+        let boot_time = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("btime "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        });
+        let start_time_seconds = match (boot_time, field(22)) {
+            (Some(boot), Some(ticks)) => Some(boot + ticks / USER_HZ),
+            _ => None,
+        };
+        let resident_bytes = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            })
+            .map(|kib| kib * 1024.0);
+        let open_fds = std::fs::read_dir("/proc/self/fd")
+            .ok()
+            .map(|dir| dir.count() as f64);
+        Process {
+            cpu_seconds,
+            resident_bytes,
+            open_fds,
+            start_time_seconds,
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn the_process_reads_itself() {
+            let p = super::read();
+            assert!(
+                p.resident_bytes.is_some_and(|r| r > 1024.0 * 1024.0),
+                "{p:?}"
+            );
+            assert!(p.open_fds.is_some_and(|n| n >= 3.0), "{p:?}");
+            assert!(p.cpu_seconds.is_some(), "{p:?}");
+            assert!(p.start_time_seconds.is_some_and(|s| s > 1.6e9), "{p:?}");
+        }
+    }
+}
