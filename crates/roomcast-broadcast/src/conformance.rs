@@ -86,10 +86,10 @@ impl RecordingInbox {
     /// The next delivery, or panics after a few seconds.
     pub async fn next(&self) -> (RoomId, Envelope) {
         let mut rx = self.rx.lock().await;
-        match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+        match tokio::time::timeout(Duration::from_secs(15), rx.recv()).await {
             Ok(Some(d)) => d,
             Ok(None) => panic!("inbox closed"),
-            Err(_) => panic!("nothing delivered within 5 s"),
+            Err(_) => panic!("nothing delivered within 15 s"),
         }
     }
 
