@@ -6,13 +6,11 @@
 //! a free port), never the machine's shared one, so the test may stop it.
 //! Without `initdb` on the PATH the test says so and passes.
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use roomcast_domain::{RoomSlug, Seq, Username};
+use roomcast_storage::postgres::PrivatePostgres;
 use serde_json::{Value, json};
 
 use crate::harness::{Options, Ws, spawn_app_in};
@@ -22,121 +20,6 @@ use crate::harness::{Options, Ws, spawn_app_in};
 const PROMPT: Duration = Duration::from_secs(5);
 /// How long the server may take to heal once the database is back.
 const HEAL: Duration = Duration::from_secs(20);
-
-/// A private PostgreSQL server: its data directory, socket and log live in
-/// a temp dir; dropping it stops the server.
-struct PrivatePg {
-    temp: tempfile::TempDir,
-    port: u16,
-    /// initdb and postgres refuse to run as root: then they run as the
-    /// `postgres` user, which owns the temp dir.
-    as_postgres: bool,
-}
-
-impl PrivatePg {
-    /// Creates and starts one; `None` when initdb is not installed.
-    fn start_new() -> Option<PrivatePg> {
-        if Command::new("initdb").arg("--version").output().is_err() {
-            return None;
-        }
-        let temp = tempfile::tempdir().expect("temp dir");
-        let as_postgres = run(Command::new("id").arg("-u")).stdout.trim_ascii() == b"0";
-        if as_postgres {
-            run(Command::new("chown").arg("postgres:").arg(temp.path()));
-        }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let pg = PrivatePg {
-            temp,
-            port,
-            as_postgres,
-        };
-        pg.run_pg(
-            "initdb",
-            &[
-                "-D",
-                &pg.data().display().to_string(),
-                "-U",
-                "postgres",
-                "-A",
-                "trust",
-                "-E",
-                "UTF8",
-                "-N",
-            ],
-        );
-        pg.start();
-        Some(pg)
-    }
-
-    fn data(&self) -> PathBuf {
-        self.temp.path().join("data")
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-
-    fn start(&self) {
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1",
-            self.port,
-            self.temp.path().display()
-        );
-        let log = self.temp.path().join("log").display().to_string();
-        let data = self.data().display().to_string();
-        self.run_pg(
-            "pg_ctl",
-            &[
-                "-D", &data, "-l", &log, "-o", &options, "-w", "-t", "60", "start",
-            ],
-        );
-    }
-
-    /// Stops it the way an operator or a crash-restart does: sessions are
-    /// terminated, open transactions rolled back.
-    fn stop(&self, mode: &str) -> Output {
-        let data = self.data().display().to_string();
-        self.command("pg_ctl")
-            .args(["-D", &data, "-m", mode, "-w", "-t", "60", "stop"])
-            .output()
-            .expect("pg_ctl runs")
-    }
-
-    fn command(&self, program: &str) -> Command {
-        if self.as_postgres {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--", program]);
-            c
-        } else {
-            Command::new(program)
-        }
-    }
-
-    fn run_pg(&self, program: &str, args: &[&str]) {
-        run(self.command(program).args(args));
-    }
-}
-
-impl Drop for PrivatePg {
-    fn drop(&mut self) {
-        // Already stopped is fine; a server left running is not.
-        let _ = self.stop("immediate");
-    }
-}
-
-fn run(command: &mut Command) -> Output {
-    let out = command.output().expect("command runs");
-    assert!(
-        out.status.success(),
-        "{command:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 /// Sends a text frame with a clientId; returns the answer and how long it
 /// took.
@@ -154,7 +37,7 @@ fn is_unavailable(answer: &Value, client_id: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_answers_unavailable_promptly_and_heals_by_itself() {
-    let Some(pg) = PrivatePg::start_new() else {
+    let Some(pg) = PrivatePostgres::start_new() else {
         eprintln!("skipped: initdb is not on the PATH, so no private PostgreSQL to stop");
         return;
     };

@@ -81,6 +81,13 @@ pub struct CommonArgs {
     /// migrated at start and by `roomcast migrate`.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
+    /// `postgres://` URL of a streaming read replica of that database:
+    /// history pages and participant lists read it, never the reads that
+    /// must see the latest commit (resume, admission, writes), and a
+    /// replica that fails or lags behind a requested message is read
+    /// around, from the primary. Unset: everything reads the primary.
+    #[arg(long, env = "ROOMCAST_DATABASE_READ_URL")]
+    pub database_read_url: Option<String>,
     /// HS256 signing secret; default: generated once and kept in the data
     /// directory.
     #[arg(long, env = "ROOMCAST_JWT_SECRET", hide_env_values = true)]
@@ -204,6 +211,7 @@ impl ServeArgs {
                 bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
                 data_dir: data_dir.into(),
                 database_url: None,
+                database_read_url: None,
                 jwt_secret: None,
                 database_writers: CommitPolicy::default().writers,
             },

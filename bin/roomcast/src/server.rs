@@ -26,18 +26,25 @@ pub async fn open_storage(common: &CommonArgs) -> anyhow::Result<Storage> {
         writers: common.database_writers.max(1),
         ..CommitPolicy::default()
     };
-    open_storage_with(&common.data_dir, &common.database_url(), policy).await
+    open_storage_with(
+        &common.data_dir,
+        &common.database_url(),
+        common.database_read_url.as_deref(),
+        policy,
+    )
+    .await
 }
 
 /// Opens (creating and migrating) the database at `url`; an SQLite one
 /// gets its data directory created first.
 pub async fn open_storage_at(data_dir: &std::path::Path, url: &str) -> anyhow::Result<Storage> {
-    open_storage_with(data_dir, url, CommitPolicy::default()).await
+    open_storage_with(data_dir, url, None, CommitPolicy::default()).await
 }
 
 async fn open_storage_with(
     data_dir: &std::path::Path,
     url: &str,
+    read_url: Option<&str>,
     policy: CommitPolicy,
 ) -> anyhow::Result<Storage> {
     if url.starts_with("sqlite:") {
@@ -48,9 +55,16 @@ async fn open_storage_with(
             crate::private_files::database_file(&default_file)?;
         }
     }
-    roomcast_storage::connect_with(url, policy)
+    let replica = read_url.map(redact);
+    roomcast_storage::connect_with_replica(url, read_url, policy)
         .await
-        .with_context(|| format!("opening the database {}", redact(url)))
+        .with_context(|| match &replica {
+            Some(replica) => format!(
+                "opening the database {} with the read replica {replica}",
+                redact(url)
+            ),
+            None => format!("opening the database {}", redact(url)),
+        })
 }
 
 /// The WebSocket cap when none is configured: the descriptor limit (raised

@@ -46,6 +46,7 @@ macro_rules! conformance_tests {
             logins_find_users_by_username_or_email,
             refresh_tokens_rotate_once_and_replays_revoke_the_family,
             retention_prunes_old_events_but_keeps_messages,
+            retention_prunes_every_rooms_log,
             read_positions_only_move_forward_up_to_the_last_seq,
             unread_counts_live_messages_of_others_through_edits_and_deletes,
             unread_counts_stay_exact_under_batched_writes,
@@ -958,6 +959,35 @@ pub async fn retention_prunes_old_events_but_keeps_messages(store: Storage) {
         .map(|e| e.seq.get())
         .collect();
     assert_eq!(since, vec![3]);
+}
+
+/// Rooms spread over every table of the log (PostgreSQL's partitions):
+/// retention reaches each, and only what is older than the cutoff.
+pub async fn retention_prunes_every_rooms_log(store: Storage) {
+    let alice = user(&store, "alice").await;
+    let mut rooms = Vec::new();
+    for i in 0..24 {
+        let room_id = room(&store, &alice, &format!("room-{i}")).await;
+        post(&store, room_id, &alice, "old").await;
+        rooms.push(room_id);
+    }
+    let cutoff = Timestamp::from_unix_micros(Timestamp::now().unix_micros() + 1).expect("ts");
+    // Posted once the clock has passed the cutoff, the second events are
+    // newer than it.
+    while Timestamp::now().unix_micros() <= cutoff.unix_micros() {
+        tokio::task::yield_now().await;
+    }
+    for &room_id in &rooms {
+        post(&store, room_id, &alice, "kept").await;
+    }
+    assert_eq!(store.prune_events(cutoff).await.expect("prune"), 24);
+    for &room_id in &rooms {
+        assert_eq!(
+            store.log_bounds(room_id).await.expect("bounds"),
+            (Seq::new(2), Seq::new(2)),
+            "the old event pruned, the new one kept"
+        );
+    }
 }
 
 async fn unread(store: &Storage, room_id: RoomId, who: &User) -> u64 {

@@ -64,11 +64,26 @@ pub async fn connect(url: &str) -> Result<Storage, StorageError> {
 
 /// [`connect`] with another commit policy (benchmarks, tuning).
 pub async fn connect_with(url: &str, policy: CommitPolicy) -> Result<Storage, StorageError> {
+    connect_with_replica(url, None, policy).await
+}
+
+/// [`connect_with`], sending history pages and participant lists to the
+/// read replica at `replica_url` when there is one (PostgreSQL only; see
+/// [`sql::SqlStore`]).
+pub async fn connect_with_replica(
+    url: &str,
+    replica_url: Option<&str>,
+    policy: CommitPolicy,
+) -> Result<Storage, StorageError> {
     if url.starts_with("sqlite:") {
-        return Ok(Arc::new(SqliteStore::open_with(url, policy).await?));
+        return Ok(Arc::new(
+            SqliteStore::open_with_replica(url, replica_url, policy).await?,
+        ));
     }
     if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        return Ok(Arc::new(PgStore::open_with(url, policy).await?));
+        return Ok(Arc::new(
+            PgStore::open_with_replica(url, replica_url, policy).await?,
+        ));
     }
     Err(StorageError::Unsupported(format!(
         "unknown database URL scheme in {:?}; expected sqlite: or postgres:",

@@ -274,3 +274,343 @@ async fn a_commit_lost_on_its_way_is_answered_unavailable() {
     let next = t.post("stored").await.expect("post after");
     assert_eq!(next.event.seq, 1);
 }
+
+/// The migrations before `version`, copied from `migrations/postgres` into
+/// `dir`: the schema as a server of that time left it.
+async fn migrator_before(version: i64, dir: &std::path::Path) -> sqlx::migrate::Migrator {
+    let all = concat!(env!("CARGO_MANIFEST_DIR"), "/../../migrations/postgres");
+    for entry in std::fs::read_dir(all).expect("the migrations directory") {
+        let path = entry.expect("a migration").path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let number = name.split('_').next().and_then(|n| n.parse::<i64>().ok());
+        if number.is_some_and(|n| n < version) {
+            std::fs::copy(&path, dir.join(name)).expect("copy a migration");
+        }
+    }
+    sqlx::migrate::Migrator::new(dir)
+        .await
+        .expect("read the migrations")
+}
+
+/// Migration 0008 rewrites a log written before it into the partitioned
+/// table: every event stays, byte for byte and with its seq, each room's
+/// log lies in one partition, and the store carries on from there (next
+/// seq, resume, history, idempotent sends).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioning_the_log_keeps_every_event_and_its_seq() {
+    use roomcast_domain::{MessageBody, Seq, Username};
+    use roomcast_storage::NewMessage;
+    use sqlx::{Connection, Executor, Row};
+
+    let db = TestDatabase::create(&admin_url())
+        .await
+        .expect("create a test database");
+    let old = tempfile::tempdir().expect("a directory");
+    let mut conn = sqlx::PgConnection::connect(db.url())
+        .await
+        .expect("connect");
+    migrator_before(8, old.path())
+        .await
+        .run(&mut conn)
+        .await
+        .expect("the schema before 0008");
+    // Three rooms with 40, 7 and no messages; every `new` event has a
+    // clientId, and room 40's message 5 was edited.
+    conn.execute(
+        "WITH u AS (INSERT INTO users (id, username, created_at) \
+             VALUES (gen_random_uuid(), 'alice', 0) RETURNING id) \
+         INSERT INTO rooms (id, host_id, slug, name, created_at, updated_at, last_seq, visibility) \
+             SELECT gen_random_uuid(), u.id, 'room-' || n, 'room', 0, 0, n, 'public' \
+             FROM u, unnest(ARRAY[40, 7, 0]) n; \
+         INSERT INTO participants (room_id, user_id, joined_at) SELECT id, host_id, 0 FROM rooms; \
+         INSERT INTO messages (id, room_id, user_id, seq, body, created_at, updated_at) \
+             SELECT gen_random_uuid(), r.id, r.host_id, s, 'message ' || s, s, s \
+             FROM rooms r, generate_series(1, r.last_seq - 1) s; \
+         INSERT INTO events (room_id, seq, action, message_id, user_id, body, created_at, updated_at, client_id) \
+             SELECT room_id, seq, 1, id, user_id, body, created_at, updated_at, 'c' || seq FROM messages; \
+         UPDATE messages SET body = 'edited', edited = TRUE WHERE seq = 5; \
+         INSERT INTO events (room_id, seq, action, message_id, user_id, body, edited, created_at, updated_at) \
+             SELECT m.room_id, r.last_seq, 2, m.id, m.user_id, 'edited', TRUE, 5, r.last_seq \
+             FROM messages m JOIN rooms r ON r.id = m.room_id WHERE m.seq = 5;",
+    )
+    .await
+    .expect("a log written before 0008");
+    let digest = "SELECT count(*) AS n, md5(string_agg(e::text, ',' ORDER BY room_id, seq)) AS sum \
+                  FROM events e";
+    let before = conn.fetch_one(digest).await.expect("digest before");
+    let before: (i64, String) = (before.get("n"), before.get("sum"));
+    assert_eq!(before.0, 40 + 6 + 1, "the rows written");
+
+    let store: Storage = Arc::new(
+        PgStore::open(db.url())
+            .await
+            .expect("open migrates to 0008"),
+    );
+
+    let after = conn.fetch_one(digest).await.expect("digest after");
+    assert_eq!(
+        (after.get::<i64, _>("n"), after.get::<String, _>("sum")),
+        before,
+        "every event kept as it was"
+    );
+    let shape = conn
+        .fetch_one(
+            "SELECT c.relkind::text AS kind, \
+             (SELECT count(*) FROM pg_inherits WHERE inhparent = c.oid) AS partitions \
+             FROM pg_class c WHERE c.relname = 'events'",
+        )
+        .await
+        .expect("the table's shape");
+    assert_eq!(shape.get::<String, _>("kind"), "p", "a partitioned table");
+    assert_eq!(shape.get::<i64, _>("partitions"), 16);
+    let spread: i64 = conn
+        .fetch_one(
+            "SELECT max(n) AS spread FROM \
+             (SELECT count(DISTINCT tableoid) AS n FROM events GROUP BY room_id) r",
+        )
+        .await
+        .expect("partitions per room")
+        .get("spread");
+    assert_eq!(spread, 1, "each room's log in one partition");
+
+    let rooms = conn
+        .fetch_all("SELECT id, last_seq FROM rooms ORDER BY last_seq DESC")
+        .await
+        .expect("rooms");
+    let room = roomcast_domain::RoomId::from_uuid(rooms[0].get("id"));
+    let alice = store
+        .user_by_username(&Username::parse("alice").expect("name"))
+        .await
+        .expect("read")
+        .expect("alice");
+    let log = store.events_since(room, Seq::ZERO, 100).await.expect("log");
+    let seqs: Vec<u64> = log.iter().map(|e| e.seq.get()).collect();
+    assert_eq!(seqs, (1..=40).collect::<Vec<_>>(), "seqs contiguous");
+    assert_eq!(store.last_seq(room).await.expect("last"), 40);
+
+    let post = |body: &str, client_id: Option<&str>| NewMessage {
+        room_id: room,
+        author: alice.clone(),
+        body: MessageBody::parse(body).expect("body"),
+        client_id: client_id.map(|c| roomcast_domain::ClientId::parse(c).expect("client id")),
+    };
+    let next = store.post_message(post("after", None)).await.expect("post");
+    assert_eq!(next.event.seq, 41, "the room's sequence goes on");
+    let again = store
+        .post_message(post("again", Some("c3")))
+        .await
+        .expect("repost");
+    assert!(again.duplicate, "clientIds from before are still known");
+    assert_eq!(again.event.seq, 3);
+    let page = store.history(room, None, 3).await.expect("history");
+    let bodies: Vec<&str> = page.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, ["message 38", "message 39", "after"]);
+    for row in &rooms[1..] {
+        let other = roomcast_domain::RoomId::from_uuid(row.get("id"));
+        let last = u64::try_from(row.get::<i64, _>("last_seq")).expect("a seq");
+        let log = store
+            .events_since(other, Seq::ZERO, 100)
+            .await
+            .expect("log");
+        let seqs: Vec<u64> = log.iter().map(|e| e.seq.get()).collect();
+        assert_eq!(
+            seqs,
+            (1..=last).collect::<Vec<_>>(),
+            "other rooms kept whole"
+        );
+    }
+    let _ = conn.close().await;
+}
+
+/// Waits until the replica at `replica` (a URL of any of its databases)
+/// has replayed everything the primary at `primary` had committed.
+async fn caught_up(primary: &str, replica: &str) {
+    use sqlx::Connection;
+
+    let mut on_primary = sqlx::PgConnection::connect(primary)
+        .await
+        .expect("connect to the primary");
+    let target: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+        .fetch_one(&mut on_primary)
+        .await
+        .expect("the primary's WAL position");
+    let mut on_replica = sqlx::PgConnection::connect(replica)
+        .await
+        .expect("connect to the replica");
+    let replayed = async {
+        loop {
+            let done: bool =
+                sqlx::query_scalar("SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn")
+                    .bind(&target)
+                    .fetch_one(&mut on_replica)
+                    .await
+                    .expect("the replica's replay position");
+            if done {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(60), replayed)
+        .await
+        .expect("the replica catches up");
+}
+
+/// `url` on the server at `port` instead.
+fn on_port(url: &str, from: u16, to: u16) -> String {
+    url.replacen(&format!(":{from}/"), &format!(":{to}/"), 1)
+}
+
+/// With a read replica, history pages and participant lists read the
+/// replica, and what must see the latest commit (resume's log reads)
+/// reads the primary: shown on a real streaming replica whose replay is
+/// paused, so it lags by every commit made meanwhile. A history page
+/// before a message the replica has not replayed, and every read while
+/// the replica is down, come from the primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_replica_serves_history_and_never_resume() {
+    use roomcast_domain::{MessageBody, RoomSlug, Seq, Username, Visibility};
+    use roomcast_storage::postgres::PrivatePostgres;
+    use roomcast_storage::{CommitPolicy, NewMessage, NewRoom, NewUser};
+
+    let Some(primary) = tokio::task::spawn_blocking(PrivatePostgres::start_new)
+        .await
+        .expect("start")
+    else {
+        eprintln!("skipped: initdb is not on the PATH, so no private PostgreSQL");
+        return;
+    };
+    let primary = Arc::new(primary);
+    let replica = {
+        let primary = primary.clone();
+        Arc::new(
+            tokio::task::spawn_blocking(move || primary.replica())
+                .await
+                .expect("replica"),
+        )
+    };
+    let db = TestDatabase::create(&primary.url())
+        .await
+        .expect("create a database on the primary");
+    let replica_url = on_port(db.url(), primary.port(), replica.port());
+
+    let direct: Storage = Arc::new(PgStore::open(db.url()).await.expect("open"));
+    let user = |name: &str| NewUser {
+        username: Username::parse(name).expect("name"),
+        name: name.into(),
+        email: None,
+        password_hash: None,
+    };
+    let alice = direct.create_user(user("alice")).await.expect("alice");
+    let bob = direct.create_user(user("bob")).await.expect("bob");
+    let room = direct
+        .create_room(NewRoom {
+            host: alice.id,
+            slug: RoomSlug::parse("replicated").expect("slug"),
+            name: "Replicated".into(),
+            description: String::new(),
+            visibility: Visibility::Public,
+        })
+        .await
+        .expect("room")
+        .id;
+    let post = |text: &str| {
+        let direct = direct.clone();
+        let new = NewMessage {
+            room_id: room,
+            author: alice.clone(),
+            body: MessageBody::parse(text).expect("body"),
+            client_id: None,
+        };
+        async move { direct.post_message(new).await.expect("post") }
+    };
+    post("one").await;
+    post("two").await;
+    caught_up(&primary.url(), &replica.url()).await;
+    let store: Storage = Arc::new(
+        PgStore::open_with_replica(db.url(), Some(&replica_url), CommitPolicy::default())
+            .await
+            .expect("open with a replica"),
+    );
+
+    // The replica stops replaying: from here it lags.
+    replica.pause_replay();
+    post("three").await;
+    let four = post("four").await;
+    direct
+        .add_participant(room, bob.id)
+        .await
+        .expect("bob joins");
+
+    let bodies = |page: Vec<roomcast_domain::Message>| -> Vec<String> {
+        page.into_iter().map(|m| m.body).collect()
+    };
+    assert_eq!(
+        bodies(store.history(room, None, 10).await.expect("history")),
+        ["one", "two"],
+        "the newest page comes from the replica, as it was when paused"
+    );
+    let names: Vec<String> = store
+        .participants(room)
+        .await
+        .expect("participants")
+        .into_iter()
+        .map(|u| u.username.into_string())
+        .collect();
+    assert_eq!(names, ["alice"], "participants come from the replica");
+
+    // Resume reads the primary: every event, whatever the replica has.
+    let seqs: Vec<u64> = store
+        .events_since(room, Seq::ZERO, 10)
+        .await
+        .expect("since")
+        .iter()
+        .map(|e| e.seq.get())
+        .collect();
+    assert_eq!(seqs, [1, 2, 3, 4], "resume never reads the lagging replica");
+    assert_eq!(
+        store.log_bounds(room).await.expect("bounds"),
+        (Seq::new(4), Seq::new(1))
+    );
+    assert_eq!(store.last_seq(room).await.expect("last"), 4);
+    assert!(store.is_participant(room, bob.id).await.expect("member"));
+
+    // A page before a message the replica has not replayed: the primary's,
+    // whole.
+    assert_eq!(
+        bodies(
+            store
+                .history(room, Some(four.event.message_id()), 10)
+                .await
+                .expect("page before four")
+        ),
+        ["one", "two", "three"]
+    );
+
+    // Caught up again, the replica serves the latest.
+    replica.resume_replay();
+    caught_up(&primary.url(), &replica.url()).await;
+    assert_eq!(
+        bodies(store.history(room, None, 10).await.expect("history")),
+        ["one", "two", "three", "four"]
+    );
+
+    // A replica that is down is read around, from the primary.
+    {
+        let replica = replica.clone();
+        let stopped = tokio::task::spawn_blocking(move || replica.stop("fast"))
+            .await
+            .expect("stop");
+        assert!(stopped.status.success(), "{stopped:?}");
+    }
+    post("five").await;
+    assert_eq!(
+        store.history(room, None, 10).await.expect("history").len(),
+        5,
+        "read from the primary while the replica is down"
+    );
+    assert_eq!(store.participants(room).await.expect("list").len(), 2);
+}

@@ -10,6 +10,8 @@
 //! PostgreSQL is opened and spelled.
 
 #[cfg(feature = "test-support")]
+mod private;
+#[cfg(feature = "test-support")]
 mod scratch;
 mod writer;
 
@@ -19,6 +21,8 @@ use std::time::Duration;
 use sqlx::error::DatabaseError;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
+#[cfg(feature = "test-support")]
+pub use self::private::PrivatePostgres;
 #[cfg(feature = "test-support")]
 pub use self::scratch::TestDatabase;
 use self::writer::Writers;
@@ -52,24 +56,23 @@ impl Backend for Postgres {
     /// Emails are unique by `lower(email)` (`users_email_key`).
     const EMAIL_IS_PARAM_1: &'static str = "lower(email) = lower($1)";
     const HOLD_ROOM_WRITES: &'static str = "SELECT 1 FROM rooms WHERE id = $1 FOR SHARE";
+    /// The partitions of migration 0008, by name.
+    const EVENT_LOG_TABLES: &'static str = "SELECT c.relname::text AS name \
+         FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+         WHERE i.inhparent = 'events'::regclass ORDER BY c.relname";
+    /// By physical address (a TID scan), within one partition, where a
+    /// row's `ctid` is unique. Each batch scans its partition from the
+    /// start, past the rows earlier batches left dead until vacuum: cheap
+    /// for an hour's events, slower (but still in short transactions)
+    /// the first time a long-kept log is pruned.
+    const PRUNE_BATCH: &'static str = "DELETE FROM {table} WHERE ctid = ANY(ARRAY(\
+         SELECT ctid FROM {table} WHERE created_at < $1 LIMIT $2))";
 
     /// Connects to and migrates the database at a `postgres://` URL; the
     /// database must exist.
     async fn open(url: &str, policy: CommitPolicy) -> Result<(PgPool, Self)> {
-        let options = PgConnectOptions::from_str(url)
-            .map_err(|e| StorageError::Unsupported(format!("bad PostgreSQL URL: {e}")))?
-            .application_name("roomcast");
-        let pool = PgPoolOptions::new()
-            .max_connections(POOL_SIZE)
-            .min_connections(0)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .idle_timeout(IDLE_TIMEOUT)
-            // A pooled connection is pinged before use, so connections
-            // broken by a database restart are replaced, not handed out.
-            .test_before_acquire(true)
-            .connect_with(options.clone())
-            .await
-            .map_err(StorageError::unavailable)?;
+        let options = connect_options(url)?;
+        let pool = pool(&options).await?;
         // Concurrent starts are safe: sqlx holds an advisory lock while
         // migrating PostgreSQL.
         sqlx::migrate!("../../migrations/postgres")
@@ -78,6 +81,12 @@ impl Backend for Postgres {
             .map_err(StorageError::unavailable)?;
         let writers = Writers::start(&options, policy).await?;
         Ok((pool, Self { writers }))
+    }
+
+    /// A streaming replica (`hot_standby`) of the primary: the same
+    /// schema, read-only, migrated by the primary's replication.
+    async fn open_replica(url: &str) -> Result<PgPool> {
+        pool(&connect_options(url)?).await
     }
 
     /// By constraint name, as `migrations/postgres` declares them.
@@ -97,4 +106,25 @@ impl Backend for Postgres {
     fn writer_alive(&self) -> Result<()> {
         self.writers.alive()
     }
+}
+
+fn connect_options(url: &str) -> Result<PgConnectOptions> {
+    Ok(PgConnectOptions::from_str(url)
+        .map_err(|e| StorageError::Unsupported(format!("bad PostgreSQL URL: {e}")))?
+        .application_name("roomcast"))
+}
+
+/// The pool for reads and rare writes (or, on a replica, reads).
+async fn pool(options: &PgConnectOptions) -> Result<PgPool> {
+    PgPoolOptions::new()
+        .max_connections(POOL_SIZE)
+        .min_connections(0)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .idle_timeout(IDLE_TIMEOUT)
+        // A pooled connection is pinged before use, so connections
+        // broken by a database restart are replaced, not handed out.
+        .test_before_acquire(true)
+        .connect_with(options.clone())
+        .await
+        .map_err(StorageError::unavailable)
 }

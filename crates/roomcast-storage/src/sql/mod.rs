@@ -60,12 +60,22 @@ pub trait Backend: Debug + Send + Sync + Sized + 'static {
     /// SQLite needs none: a write statement holds its database's one
     /// write lock from its start.
     const HOLD_ROOM_WRITES: &'static str;
+    /// A query naming (column `name`) the tables that hold the event log:
+    /// `events` itself, or each of its partitions.
+    const EVENT_LOG_TABLES: &'static str;
+    /// A statement that deletes at most `$2` events created before `$1`
+    /// from the log table `{table}`, finding them in one scan and deleting
+    /// them by the backend's cheapest handle on a row.
+    const PRUNE_BATCH: &'static str;
     /// Opens the database a URL names (creating what the backend may
     /// create), migrates it, and starts the writer.
     fn open(
         url: &str,
         policy: CommitPolicy,
     ) -> impl Future<Output = Result<(Pool<Self::Db>, Self)>> + Send;
+    /// Opens a pool on a read replica of the database (never migrated nor
+    /// written), or `Unsupported` where the backend has no replicas.
+    fn open_replica(url: &str) -> impl Future<Output = Result<Pool<Self::Db>>> + Send;
     /// Which uniqueness rule a unique violation broke: `username`,
     /// `email`, `room`, or `unique` for any other.
     fn unique_rule(error: &dyn DatabaseError) -> &'static str;
@@ -98,10 +108,12 @@ impl Done for sqlx::postgres::PgQueryResult {
 
 /// A SQL backend's store: reads and rare writes (accounts, rooms,
 /// participants, tokens) through a small pool, message writes through the
-/// backend's writer.
+/// backend's writer, and, given a read replica, the reads that may lag
+/// (see [`SqlStore::lagging`]) through a pool on the replica.
 #[derive(Debug)]
 pub struct SqlStore<B: Backend> {
     pool: Pool<B::Db>,
+    replica: Option<Pool<B::Db>>,
     backend: B,
 }
 
@@ -114,8 +126,54 @@ impl<B: Backend> SqlStore<B> {
 
     /// [`open`](Self::open) with another commit policy (benchmarks).
     pub async fn open_with(url: &str, policy: CommitPolicy) -> Result<Self> {
+        Self::open_with_replica(url, None, policy).await
+    }
+
+    /// [`open_with`](Self::open_with), sending the reads that may lag to
+    /// the read replica at `replica_url` when there is one.
+    pub async fn open_with_replica(
+        url: &str,
+        replica_url: Option<&str>,
+        policy: CommitPolicy,
+    ) -> Result<Self> {
+        // The primary first: it migrates the schema the replica replays.
         let (pool, backend) = B::open(url, policy).await?;
-        Ok(Self { pool, backend })
+        let replica = match replica_url {
+            Some(url) => Some(B::open_replica(url).await?),
+            None => None,
+        };
+        Ok(Self {
+            pool,
+            replica,
+            backend,
+        })
+    }
+
+    /// Runs `read` on the replica when there is one, else on the primary.
+    ///
+    /// Only for reads that may see the database as it was a moment ago:
+    /// history pages and participant lists, never what resume, admission
+    /// or the writer read (they must see the latest commit, and read the
+    /// primary's pool directly). A replica that fails (`Unavailable`) or
+    /// does not have a row yet (`NotFound`: a message id learnt from a
+    /// live event may not have been replayed there) is answered from the
+    /// primary: the replica offloads reads, it never fails them.
+    async fn lagging<'a, T, F, Fut>(&'a self, read: F) -> Result<T>
+    where
+        F: Fn(&'a Pool<B::Db>) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let Some(replica) = &self.replica else {
+            return read(&self.pool).await;
+        };
+        match read(replica).await {
+            Err(StorageError::NotFound) => read(&self.pool).await,
+            Err(StorageError::Unavailable(e)) => {
+                tracing::warn!(error = %e, "read replica failed; reading the primary");
+                read(&self.pool).await
+            }
+            done => done,
+        }
     }
 
     /// Queues a message write and waits for its commit.

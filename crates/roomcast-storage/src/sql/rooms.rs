@@ -117,15 +117,21 @@ where
     }
 
     async fn participants(&self, room: RoomId) -> Result<Vec<User>> {
-        let rows = sqlx::query(
-            "SELECT u.id, u.username, u.name, u.avatar FROM participants p \
-             JOIN users u ON u.id = p.user_id WHERE p.room_id = $1 ORDER BY u.username",
-        )
-        .bind(Uuid::from(room))
-        .fetch_all(&self.pool)
+        // A list to show: a replica's, a moment old, will do. Who may join
+        // or post is decided by `admission` and `is_participant`, on the
+        // primary.
+        self.lagging(|pool| async move {
+            let rows = sqlx::query(
+                "SELECT u.id, u.username, u.name, u.avatar FROM participants p \
+                 JOIN users u ON u.id = p.user_id WHERE p.room_id = $1 ORDER BY u.username",
+            )
+            .bind(Uuid::from(room))
+            .fetch_all(pool)
+            .await
+            .map_err(db::<B>)?;
+            rows.iter().map(rows::user).collect()
+        })
         .await
-        .map_err(db::<B>)?;
-        rows.iter().map(rows::user).collect()
     }
 
     async fn rooms_of(&self, user: UserId) -> Result<Vec<Room>> {

@@ -66,6 +66,19 @@ impl Backend for Sqlite {
     // it reads), and nothing read: a read here would pin a snapshot that
     // the UPDATE could not then upgrade once the writer had committed.
     const HOLD_ROOM_WRITES: &'static str = "SELECT $1";
+    /// One table: a single file has one writer whatever its tables, so
+    /// partitions would split no work (see ARCHITECTURE.md).
+    const EVENT_LOG_TABLES: &'static str = "SELECT 'events' AS name";
+    /// By primary key: the log is a WITHOUT ROWID table.
+    const PRUNE_BATCH: &'static str = "DELETE FROM {table} WHERE (room_id, seq) IN \
+         (SELECT room_id, seq FROM {table} WHERE created_at < $1 LIMIT $2)";
+
+    /// One process owns an SQLite file: there is no replica to read.
+    async fn open_replica(_url: &str) -> Result<SqlitePool> {
+        Err(StorageError::Unsupported(
+            "a read replica needs PostgreSQL; SQLite has none".into(),
+        ))
+    }
 
     async fn open(url: &str, policy: CommitPolicy) -> Result<(SqlitePool, Self)> {
         let options = SqliteConnectOptions::from_str(url)
