@@ -16,6 +16,12 @@
 //! Flags: `--rate N` publishes/s (default 2000), `--rooms N` (100),
 //! `--secs N` measured seconds (5), `--size N` frame bytes (200),
 //! `--redis URL` (`ROOMCAST_BENCH_REDIS_URL`, default the machine's Redis).
+//!
+//! `--cluster N` measures something else: the closed loop through one
+//! private `redis-server` against a private three-master Redis Cluster
+//! (each primary with a replica, as in production), both started here
+//! with the same settings, in N interleaved rounds each, so the shared
+//! machine's drift hits both alike.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +43,7 @@ struct Params {
     secs: u64,
     size: usize,
     redis: String,
+    cluster_rounds: u64,
 }
 
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
@@ -64,6 +71,7 @@ fn parse(args: &[String]) -> anyhow::Result<Params> {
         size: 200,
         redis: std::env::var("ROOMCAST_BENCH_REDIS_URL")
             .unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+        cluster_rounds: 0,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -79,6 +87,7 @@ fn parse(args: &[String]) -> anyhow::Result<Params> {
             "--secs" => params.secs = number()?.max(1),
             "--size" => params.size = usize::try_from(number()?.max(8))?,
             "--redis" => params.redis = value.clone(),
+            "--cluster" => params.cluster_rounds = number()?,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -374,7 +383,102 @@ fn git_revision() -> String {
     if dirty { format!("{rev}-dirty") } else { rev }
 }
 
+/// The machine's load averages (1, 5, 15 min), from `/proc/loadavg`.
+fn load_average() -> Vec<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .filter_map(|v| v.parse().ok())
+        .collect()
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// `--cluster N`: closed-loop publishes/s through one private Redis and
+/// through a private three-master cluster, rounds interleaved.
+async fn compare_cluster(params: Params) -> anyhow::Result<()> {
+    use roomcast_broadcast::testing::{PrivateCluster, PrivateRedis};
+
+    eprintln!(
+        "bench layer --cluster: {} rounds of 3 s closed loop, 64 publishers, {}-byte frames",
+        params.cluster_rounds, params.size
+    );
+    let single = PrivateRedis::start().await;
+    let cluster = PrivateCluster::start().await;
+    let load_before = load_average();
+    let mut rounds = Vec::new();
+    let (mut one, mut three) = (Vec::new(), Vec::new());
+    println!(
+        "{:<6} {:<12} {:>12} {:>10}",
+        "round", "layer", "publishes/s", "delivered"
+    );
+    for round in 1..=params.cluster_rounds {
+        for (name, url) in [("one-redis", single.url()), ("cluster", cluster.url())] {
+            let through = Params {
+                redis: url,
+                ..params.clone()
+            };
+            let (rate, published, delivered) = throughput(&through).await?;
+            println!("{round:<6} {name:<12} {rate:>12.0} {delivered:>10}");
+            if name == "cluster" {
+                three.push(rate);
+            } else {
+                one.push(rate);
+            }
+            rounds.push(serde_json::json!({
+                "round": round,
+                "layer": name,
+                "publishes_per_s_delivered": rate,
+                "published": published,
+                "delivered": delivered,
+            }));
+        }
+    }
+    let load_after = load_average();
+    let (one, three) = (median(&mut one), median(&mut three));
+    let ratio = if one > 0.0 { three / one } else { 0.0 };
+    println!(
+        "median: one Redis {one:.0}/s, three-master cluster {three:.0}/s (cluster / one = {ratio:.2}); \
+         load average {load_before:?} before, {load_after:?} after"
+    );
+    let result = serde_json::json!({
+        "scenario": "layer-cluster",
+        "revision": git_revision(),
+        "unix_time": std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "params": {
+            "rounds": params.cluster_rounds,
+            "publishers": 64,
+            "secs_per_round": 3,
+            "frame_bytes": params.size,
+        },
+        "rounds": rounds,
+        "median_one_redis": one,
+        "median_cluster": three,
+        "cluster_over_one": ratio,
+        "load_average_before": load_before,
+        "load_average_after": load_after,
+    });
+    super::report::write(
+        "layer-cluster",
+        "in-process",
+        serde_json::Value::Null,
+        result,
+    )?;
+    Ok(())
+}
+
 async fn measure(params: Params) -> anyhow::Result<()> {
+    if params.cluster_rounds > 0 {
+        return compare_cluster(params).await;
+    }
     eprintln!(
         "bench layer: {} publishes/s over {} rooms, {} s measured after 1 s warm-up, {}-byte frames",
         params.rate, params.rooms, params.secs, params.size

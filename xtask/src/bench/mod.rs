@@ -8,7 +8,8 @@
 //! fields to measure (`seq` only for the audit and resume, when present).
 //! Without `--fixture FILE` it builds Roomcast in release mode and starts
 //! it on a temporary data directory seeded with `roomcast fixture`, in the
-//! `--setup` asked for (SQLite + in-memory; PostgreSQL + Redis; two nodes); with it, any server that speaks the seed protocol
+//! `--setup` asked for (SQLite + in-memory; PostgreSQL + Redis; two nodes,
+//! on one Redis or on a Redis Cluster); with it, any server that speaks the seed protocol
 //! and prints a FIXTURE.md document can be driven.
 
 mod audit;
@@ -51,6 +52,8 @@ every scenario:
   --setup S         how to start Roomcast: sqlite (default: SQLite, in-memory
                     layer), postgres (PostgreSQL + Redis), two-nodes (two
                     nodes on PostgreSQL + Redis; members alternate nodes),
+                    two-nodes-cluster (two-nodes on a private three-master
+                    Redis Cluster started for the run instead of one Redis),
                     trivial (not Roomcast: a one-thread in-memory fan-out
                     server with no storage or checks, the ceiling)
   --postgres-admin-url URL   default postgres://postgres@127.0.0.1:5432/postgres

@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use roomcast_broadcast::testing::PrivateCluster;
 use roomcast_storage::postgres::TestDatabase;
 use serde::Deserialize;
 use sqlx::Connection;
@@ -119,6 +120,9 @@ pub enum Setup {
     /// Two nodes sharing PostgreSQL and Redis; members alternate nodes, so
     /// most deliveries cross Redis.
     TwoNodes,
+    /// [`Setup::TwoNodes`] on a private three-master Redis Cluster (each
+    /// primary with a replica) started for the run, instead of one Redis.
+    TwoNodesCluster,
     /// Not Roomcast: the trivial in-memory fan-out server of
     /// [`super::trivial`], the ceiling to compare with.
     Trivial,
@@ -132,9 +136,10 @@ impl std::str::FromStr for Setup {
             "sqlite" => Ok(Self::Sqlite),
             "postgres" => Ok(Self::Postgres),
             "two-nodes" => Ok(Self::TwoNodes),
+            "two-nodes-cluster" => Ok(Self::TwoNodesCluster),
             "trivial" => Ok(Self::Trivial),
             other => Err(format!(
-                "unknown setup {other:?}: sqlite, postgres, two-nodes or trivial"
+                "unknown setup {other:?}: sqlite, postgres, two-nodes, two-nodes-cluster or trivial"
             )),
         }
     }
@@ -143,7 +148,7 @@ impl std::str::FromStr for Setup {
 impl Setup {
     fn nodes(self) -> usize {
         match self {
-            Setup::TwoNodes => 2,
+            Setup::TwoNodes | Setup::TwoNodesCluster => 2,
             Setup::Sqlite | Setup::Postgres | Setup::Trivial => 1,
         }
     }
@@ -154,6 +159,7 @@ impl Setup {
             Setup::Sqlite | Setup::Trivial => "",
             Setup::Postgres => "+postgres+redis",
             Setup::TwoNodes => "x2+postgres+redis",
+            Setup::TwoNodesCluster => "x2+postgres+redis-cluster",
         }
     }
 }
@@ -200,9 +206,11 @@ impl Drop for Node {
 /// (for PostgreSQL) their database, all removed on drop.
 #[derive(Debug)]
 pub struct Roomcast {
-    // Field order is drop order: nodes stop before their database goes.
+    // Field order is drop order: nodes stop before their database and
+    // their Redis Cluster go.
     nodes: Vec<Node>,
     database: Option<TestDatabase>,
+    cluster: Option<PrivateCluster>,
     dir: PathBuf,
     pub fixture: Fixture,
 }
@@ -336,15 +344,20 @@ impl Roomcast {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let database = match setup {
             Setup::Sqlite | Setup::Trivial => None,
-            Setup::Postgres | Setup::TwoNodes => Some(
+            Setup::Postgres | Setup::TwoNodes | Setup::TwoNodesCluster => Some(
                 TestDatabase::create(&services.postgres_admin_url)
                     .await
                     .context("creating the run's PostgreSQL database")?,
             ),
         };
+        let cluster = match setup {
+            Setup::TwoNodesCluster => Some(PrivateCluster::start().await),
+            _ => None,
+        };
         let mut server = Roomcast {
             nodes: Vec::new(),
             database,
+            cluster,
             dir,
             fixture: Fixture {
                 name: String::new(),
@@ -450,8 +463,12 @@ impl Roomcast {
                 .env("ROOMCAST_RATE_BURST", &rate)
                 .env("ROOMCAST_MAX_CONNECTIONS_PER_USER", "0");
             if setup != Setup::Sqlite {
+                let redis_url = match &self.cluster {
+                    Some(cluster) => cluster.url(),
+                    None => services.redis_url.clone(),
+                };
                 serve
-                    .env("REDIS_URL", &services.redis_url)
+                    .env("REDIS_URL", &redis_url)
                     .env("ROOMCAST_REDIS_PREFIX", &prefix);
             }
             let mut child = serve
@@ -523,10 +540,14 @@ mod tests {
     #[test]
     fn setups_parse_by_name_and_refuse_others_clearly() {
         assert_eq!("two-nodes".parse::<Setup>(), Ok(Setup::TwoNodes));
+        assert_eq!(
+            "two-nodes-cluster".parse::<Setup>(),
+            Ok(Setup::TwoNodesCluster)
+        );
         assert_eq!("trivial".parse::<Setup>(), Ok(Setup::Trivial));
         let err = "mysql".parse::<Setup>().expect_err("unknown setup");
         assert!(
-            err.contains("sqlite, postgres, two-nodes or trivial"),
+            err.contains("sqlite, postgres, two-nodes, two-nodes-cluster or trivial"),
             "{err}"
         );
         assert_eq!(Setup::TwoNodes.nodes(), 2);
