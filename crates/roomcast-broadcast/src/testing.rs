@@ -62,6 +62,31 @@ impl PrivateRedis {
         panic!("private redis-server did not start on {}", self.port);
     }
 
+    /// Freezes it with SIGSTOP: connections stay open and nothing answers,
+    /// as on a stalled host or a network that drops everything.
+    pub async fn pause(&self) {
+        self.signal("-STOP").await;
+    }
+
+    /// Thaws it with SIGCONT after [`PrivateRedis::pause`].
+    pub async fn resume(&self) {
+        self.signal("-CONT").await;
+    }
+
+    async fn signal(&self, signal: &str) {
+        let pid = self
+            .child
+            .as_ref()
+            .and_then(tokio::process::Child::id)
+            .expect("redis-server running");
+        let status = tokio::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .await
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} {pid}: {status}");
+    }
+
     /// Kills it (a crash, not a shutdown).
     pub async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
