@@ -17,6 +17,7 @@ mod layer;
 mod report;
 mod scenarios;
 mod server;
+mod soak;
 mod storage;
 mod traffic;
 mod trivial;
@@ -42,6 +43,12 @@ scenarios:
                --rooms 50 --members 1 --duration 10
   storm        every socket dropped at once with traffic running; time to resume
                --rooms 1000 --members 10 --rate 2000 --duration 8 --storm-at 3
+  soak         normal traffic under the default limits, alone, then with abusers
+               (typing storms, floods, oversized and garbage frames, log-in
+               storms, slow readers, anonymous handshakes), then alone again:
+               p99 with / without abusers, audit, server RSS before/during/after
+               --rooms 100 --members 10 --rate 2 (msgs/s a room) --phase 60
+               --settle 20 --abusers 14 --abuse-rate 200 (each, per second)
   unread       GET /api/rooms' storage read: one user in --rooms 1000 of
                --messages 10000 each, --calls 30, --backend sqlite|postgres
                (both by default; in-process, no server)

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::Opts;
 use super::audit::{self, Audit};
 use super::report::{self, f1, ms};
-use super::server::{self, Fixture, Roomcast, Services, Setup, Target};
+use super::server::{self, Fixture, Limits, Roomcast, Services, Setup, Target};
 use super::traffic::{self, Connected, Outcome, Pacing, Plan};
 use roomcast_storage::postgres::TestDatabase;
 
@@ -19,6 +19,7 @@ pub async fn run(scenario: &str, opts: &Opts) -> anyhow::Result<()> {
         "saturation" => saturation(opts).await,
         "persisted" => persisted(opts).await,
         "storm" => storm(opts).await,
+        "soak" => super::soak::run(opts).await,
         "all" => {
             connections(opts).await?;
             fanout(opts, Some(1_000.0)).await?;
@@ -38,6 +39,16 @@ pub async fn run(scenario: &str, opts: &Opts) -> anyhow::Result<()> {
 
 /// The server of a scenario: started here, or the one `--fixture` describes.
 async fn target(opts: &Opts, rooms: usize, members: usize) -> anyhow::Result<Target> {
+    target_with(opts, rooms, members, Limits::from_env()?).await
+}
+
+/// [`target`], with these per-user limits if Roomcast is started here.
+pub(super) async fn target_with(
+    opts: &Opts,
+    rooms: usize,
+    members: usize,
+    limits: Limits,
+) -> anyhow::Result<Target> {
     if let Some(path) = opts.text("fixture") {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
         let mut fixture: Fixture = serde_json::from_str(&text).context("decoding the fixture")?;
@@ -63,7 +74,7 @@ async fn target(opts: &Opts, rooms: usize, members: usize) -> anyhow::Result<Tar
     };
     let bin = server::build_roomcast()?;
     eprintln!("starting roomcast ({setup:?}) with {rooms} rooms x {members} members");
-    let started = Roomcast::start(&bin, setup, &services, rooms, members).await?;
+    let started = Roomcast::start(&bin, setup, &services, rooms, members, limits).await?;
     Ok(Target::Started(started))
 }
 
@@ -73,7 +84,17 @@ async fn measure(
     plan: Plan,
     concurrency: usize,
 ) -> anyhow::Result<(Outcome, Audit, Connected)> {
-    let fixture = target.fixture();
+    measure_on(target, target.fixture(), plan, concurrency).await
+}
+
+/// [`measure`] with `fixture`'s rooms and members only (a part of the
+/// target's: the soak keeps its abusers out of the measured traffic).
+pub(super) async fn measure_on(
+    target: &Target,
+    fixture: &Fixture,
+    plan: Plan,
+    concurrency: usize,
+) -> anyhow::Result<(Outcome, Audit, Connected)> {
     let nodes = fixture.nodes()?;
     let since = plan.since_zero.then_some(0);
     let (sockets, connected) = traffic::connect_all(fixture, &nodes, since, concurrency).await?;
@@ -115,7 +136,7 @@ async fn measure(
     Ok((outcome, audit, connected))
 }
 
-fn health(outcome: &Outcome) -> Value {
+pub(super) fn health(outcome: &Outcome) -> Value {
     let sum = |f: fn(&traffic::MemberReport) -> u64| outcome.members.iter().map(f).sum::<u64>();
     json!({
         "error_frames": sum(|m| m.errors),

@@ -327,14 +327,76 @@ pub fn build_roomcast() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// The per-user limits a started Roomcast runs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limits {
+    /// Off (`ROOMCAST_RATE_LIMIT=0`, `ROOMCAST_MAX_CONNECTIONS_PER_USER=0`):
+    /// a bench user sends far beyond what one person may.
+    Off,
+    /// The limiters run at this many messages a second (and bursts of as
+    /// many) with the default cap of sockets per user, which one socket
+    /// per bench user never reaches: what checking them costs, without
+    /// their refusals (`ROOMCAST_BENCH_RATE_LIMIT=N`).
+    High(u32),
+    /// Roomcast's defaults, as in production (the soak).
+    Defaults,
+}
+
+impl Limits {
+    /// `High(N)` with `ROOMCAST_BENCH_RATE_LIMIT=N` set, else `Off`.
+    pub fn from_env() -> anyhow::Result<Self> {
+        match std::env::var("ROOMCAST_BENCH_RATE_LIMIT") {
+            Err(_) => Ok(Limits::Off),
+            Ok(n) => Ok(Limits::High(n.parse().with_context(|| {
+                format!("ROOMCAST_BENCH_RATE_LIMIT={n:?} is not a number")
+            })?)),
+        }
+    }
+
+    /// What to say in the run's name.
+    fn label(self) -> &'static str {
+        match self {
+            Limits::Off => "",
+            Limits::High(_) => "+limits-high",
+            Limits::Defaults => "+limits-default",
+        }
+    }
+
+    fn apply(self, serve: &mut Command) {
+        match self {
+            Limits::Off => {
+                serve
+                    .env("ROOMCAST_RATE_LIMIT", "0")
+                    .env("ROOMCAST_MAX_CONNECTIONS_PER_USER", "0");
+            }
+            Limits::High(rate) => {
+                serve
+                    .env("ROOMCAST_RATE_LIMIT", rate.to_string())
+                    .env("ROOMCAST_RATE_BURST", rate.to_string());
+            }
+            Limits::Defaults => {
+                for name in [
+                    "ROOMCAST_RATE_LIMIT",
+                    "ROOMCAST_RATE_BURST",
+                    "ROOMCAST_MAX_CONNECTIONS_PER_USER",
+                ] {
+                    serve.env_remove(name);
+                }
+            }
+        }
+    }
+}
+
 impl Roomcast {
-    /// Seeds `rooms` x `members` with `roomcast fixture`, then serves.
+    /// Seeds `rooms` x `members` with `roomcast fixture`, then serves with
+    /// `limits`.
     pub async fn start(
         bin: &Path,
         setup: Setup,
         services: &Services,
         rooms: usize,
         members: usize,
+        limits: Limits,
     ) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!(
             "roomcast-bench-{}-{}",
@@ -372,7 +434,7 @@ impl Roomcast {
         if setup == Setup::Trivial {
             server.launch_trivial(rooms, members)?;
         } else {
-            server.launch(bin, setup, services, rooms, members)?;
+            server.launch(bin, setup, services, rooms, members, limits)?;
         }
         Ok(server)
     }
@@ -411,6 +473,7 @@ impl Roomcast {
         services: &Services,
         rooms: usize,
         members: usize,
+        limits: Limits,
     ) -> anyhow::Result<()> {
         let secret = uuid::Uuid::new_v4().simple().to_string();
         let prefix = format!("rcbench:{}:", uuid::Uuid::new_v4().simple());
@@ -447,21 +510,14 @@ impl Roomcast {
         let mut fixture: Fixture =
             serde_json::from_slice(&out.stdout).context("decoding the fixture document")?;
         fixture.name.push_str(setup.label());
+        fixture.name.push_str(limits.label());
         for (i, bind) in binds.iter().enumerate() {
             let log_path = self.dir.join(format!("server-{i}.log"));
             let log = std::fs::File::create(&log_path)?;
             let mut serve = command("serve", bind);
             // Every node accepts the page origin the fixture names.
             serve.env("ROOMCAST_ALLOWED_ORIGINS", &fixture.origin);
-            // Benchmarks measure the server, not its per-user limits: a
-            // bench user sends far beyond what the defaults allow. With
-            // ROOMCAST_BENCH_RATE_LIMIT=N the limiters run (at N a second,
-            // bursts of N), to measure what checking them costs.
-            let rate = std::env::var("ROOMCAST_BENCH_RATE_LIMIT").unwrap_or_else(|_| "0".into());
-            serve
-                .env("ROOMCAST_RATE_LIMIT", &rate)
-                .env("ROOMCAST_RATE_BURST", &rate)
-                .env("ROOMCAST_MAX_CONNECTIONS_PER_USER", "0");
+            limits.apply(&mut serve);
             if setup != Setup::Sqlite {
                 let redis_url = match &self.cluster {
                     Some(cluster) => cluster.url(),

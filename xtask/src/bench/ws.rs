@@ -10,6 +10,7 @@ use serde::Deserialize;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
@@ -31,25 +32,8 @@ pub async fn connect(
     since: Option<u64>,
     spread: u32,
 ) -> anyhow::Result<Ws> {
-    let mut url = format!("{}/{}/{}", node.ws_base, room.host, room.slug);
-    if let Some(since) = since {
-        url.push_str(&format!("?since={since}"));
-    }
-    let mut request = url.into_client_request()?;
-    let headers = request.headers_mut();
-    headers.insert(
-        "cookie",
-        HeaderValue::from_str(&format!("{}={}", fixture.cookie_name, member.token))?,
-    );
-    headers.insert("origin", HeaderValue::from_str(&fixture.origin)?);
-    let addr = node.addr;
-    let socket = TcpSocket::new_v4()?;
-    if addr.ip() == IpAddr::V4(Ipv4Addr::LOCALHOST) {
-        let last = 1 + (spread % SOURCES) as u8;
-        socket.bind(SocketAddr::from(([127, 0, 0, last], 0)))?;
-    }
-    let stream = socket.connect(addr).await?;
-    stream.set_nodelay(true)?;
+    let request = request(fixture, node, room, Some(member), since)?;
+    let stream = tcp(node, spread, None).await?;
     let config = WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(0);
@@ -59,6 +43,53 @@ pub async fn connect(
         Ok(Err(e)) => Err(e).context("handshake"),
         Ok(Ok((ws, _))) => Ok(ws),
     }
+}
+
+/// The handshake request of a room's socket: as `member` (its cookie), or
+/// anonymous with `None`.
+pub fn request(
+    fixture: &Fixture,
+    node: &Endpoint,
+    room: &FixtureRoom,
+    member: Option<&FixtureMember>,
+    since: Option<u64>,
+) -> anyhow::Result<Request> {
+    let mut url = format!("{}/{}/{}", node.ws_base, room.host, room.slug);
+    if let Some(since) = since {
+        url.push_str(&format!("?since={since}"));
+    }
+    let mut request = url.into_client_request()?;
+    let headers = request.headers_mut();
+    if let Some(member) = member {
+        headers.insert(
+            "cookie",
+            HeaderValue::from_str(&format!("{}={}", fixture.cookie_name, member.token))?,
+        );
+    }
+    headers.insert("origin", HeaderValue::from_str(&fixture.origin)?);
+    Ok(request)
+}
+
+/// A TCP connection to `node`, from one of the [`SOURCES`] addresses, with
+/// a receive buffer of `recv_buffer` bytes if asked (a reader too slow for
+/// the server fills a small one at once).
+pub async fn tcp(
+    node: &Endpoint,
+    spread: u32,
+    recv_buffer: Option<u32>,
+) -> anyhow::Result<TcpStream> {
+    let addr = node.addr;
+    let socket = TcpSocket::new_v4()?;
+    if addr.ip() == IpAddr::V4(Ipv4Addr::LOCALHOST) {
+        let last = 1 + (spread % SOURCES) as u8;
+        socket.bind(SocketAddr::from(([127, 0, 0, last], 0)))?;
+    }
+    if let Some(bytes) = recv_buffer {
+        socket.set_recv_buffer_size(bytes)?;
+    }
+    let stream = socket.connect(addr).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
 }
 
 /// The seed's `text` frame, with a body that says which run, room and
