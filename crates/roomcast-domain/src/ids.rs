@@ -98,6 +98,10 @@ uuid_id!(
     /// token, a logout). Access tokens carry it as their `sid` claim.
     RefreshFamily
 );
+uuid_id!(
+    /// Identifies a service key (`roomcast keys create`), whatever its name.
+    ServiceKeyId
+);
 
 #[cfg(test)]
 mod tests {

@@ -13,6 +13,7 @@ mod entities;
 mod event;
 mod ids;
 mod names;
+mod scope;
 mod timestamp;
 mod visibility;
 pub mod wire;
@@ -22,7 +23,8 @@ pub use body::{
 };
 pub use entities::{Message, Room, User};
 pub use event::{Event, EventKind, NegativeSeq, Seq};
-pub use ids::{IdError, MessageId, RefreshFamily, RoomId, UserId};
+pub use ids::{IdError, MessageId, RefreshFamily, RoomId, ServiceKeyId, UserId};
 pub use names::{MAX_NAME_CHARS, NameError, RoomSlug, Username};
+pub use scope::{Scope, ScopeError, Scopes};
 pub use timestamp::Timestamp;
 pub use visibility::{Visibility, VisibilityError};

@@ -17,10 +17,10 @@ use roomcast_domain::{
 };
 
 use crate::{
-    NewMessage, NewRefreshToken, NewRoom, NewUser, RefreshOwner, RefreshRefusal, RoomSeed,
-    RotatedRefreshToken, Storage, StorageError, WriteOp, WriteOutcome,
+    NewMessage, NewRefreshToken, NewRoom, NewServiceKey, NewUser, RefreshOwner, RefreshRefusal,
+    RoomSeed, RotatedRefreshToken, Storage, StorageError, WriteOp, WriteOutcome,
 };
-use roomcast_domain::{Timestamp, Visibility};
+use roomcast_domain::{Scope, Scopes, Timestamp, Visibility};
 
 /// Generates one test per conformance check for a backend factory.
 #[macro_export]
@@ -54,6 +54,9 @@ macro_rules! conformance_tests {
             rooms_keep_the_visibility_they_were_made_with,
             removed_participants_are_banned_until_the_host_adds_them,
             revoked_sessions_are_shared_until_they_expire,
+            service_keys_are_found_by_hash_until_revoked,
+            service_key_names_are_usernames_nobody_else_has,
+            service_key_bots_post_without_taking_part,
         );
     };
     (@each $factory:expr; $($check:ident),* $(,)?) => {
@@ -1353,4 +1356,134 @@ pub async fn revoked_sessions_are_shared_until_they_expire(store: Storage) {
             .expect("prune"),
         1
     );
+}
+
+fn service_key(key_name: &str, hash: &str, scopes: &[Scope]) -> NewServiceKey {
+    NewServiceKey {
+        name: name(key_name),
+        key_hash: hash.to_owned(),
+        scopes: Scopes::new(scopes.iter().copied()).expect("test scopes are not empty"),
+    }
+}
+
+pub async fn service_keys_are_found_by_hash_until_revoked(store: Storage) {
+    let deploy = store
+        .create_service_key(service_key("deploy-bot", "h1", &[Scope::Publish]))
+        .await
+        .expect("create");
+    let reader = store
+        .create_service_key(service_key("audit", "h2", &[Scope::Read, Scope::Publish]))
+        .await
+        .expect("create");
+    assert_eq!(deploy.bot.username, name("deploy-bot"));
+    assert_eq!(deploy.revoked, None);
+    assert_eq!(
+        store.live_service_key("h1").await.expect("find"),
+        Some(deploy.clone())
+    );
+    assert_eq!(
+        store
+            .live_service_key("h2")
+            .await
+            .expect("find")
+            .map(|k| k.scopes.to_string()),
+        Some("publish read".to_owned())
+    );
+    assert_eq!(store.live_service_key("nope").await.expect("find"), None);
+    // The bot is an account nobody can log in to.
+    let login = store
+        .credentials("deploy-bot")
+        .await
+        .expect("lookup")
+        .expect("the bot user exists");
+    assert_eq!(login.user, deploy.bot);
+    assert_eq!(login.password_hash, None);
+
+    assert!(
+        store
+            .revoke_service_key(&name("deploy-bot"))
+            .await
+            .expect("revoke")
+    );
+    assert!(
+        !store
+            .revoke_service_key(&name("deploy-bot"))
+            .await
+            .expect("again"),
+        "revoking twice changes nothing"
+    );
+    assert!(matches!(
+        store.revoke_service_key(&name("nobody")).await,
+        Err(StorageError::NotFound)
+    ));
+    assert_eq!(
+        store.live_service_key("h1").await.expect("find"),
+        None,
+        "a revoked key is not live"
+    );
+    let listed = store.service_keys().await.expect("list");
+    let names: Vec<&str> = listed.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(names, ["audit", "deploy-bot"], "revoked keys stay listed");
+    assert!(listed[1].revoked.is_some());
+    assert_eq!(listed[0], reader);
+}
+
+pub async fn service_key_names_are_usernames_nobody_else_has(store: Storage) {
+    user(&store, "alice").await;
+    assert!(matches!(
+        store
+            .create_service_key(service_key("alice", "h1", &[Scope::Publish]))
+            .await,
+        Err(StorageError::Conflict("username"))
+    ));
+    store
+        .create_service_key(service_key("bot", "h2", &[Scope::Publish]))
+        .await
+        .expect("create");
+    store
+        .revoke_service_key(&name("bot"))
+        .await
+        .expect("revoke");
+    assert!(
+        matches!(
+            store
+                .create_service_key(service_key("bot", "h3", &[Scope::Publish]))
+                .await,
+            Err(StorageError::Conflict("username"))
+        ),
+        "a revoked key keeps its name"
+    );
+    assert!(
+        store.service_keys().await.expect("list").len() == 1,
+        "a refused key leaves no trace"
+    );
+    assert!(store.live_service_key("h1").await.expect("find").is_none());
+}
+
+pub async fn service_key_bots_post_without_taking_part(store: Storage) {
+    let alice = user(&store, "alice").await;
+    let room_id = room(&store, &alice, "news").await;
+    let key = store
+        .create_service_key(service_key("deploy-bot", "h1", &[Scope::Publish]))
+        .await
+        .expect("create");
+    let (_, seq) = post(&store, room_id, &alice, "hi").await;
+    let (id, bot_seq) = post(&store, room_id, &key.bot, "deployed").await;
+    assert_eq!(bot_seq.get(), seq.get() + 1);
+    assert!(
+        !store
+            .is_participant(room_id, key.bot.id)
+            .await
+            .expect("check")
+    );
+    store
+        .edit_message(room_id, key.bot.id, id, body("deployed v2"))
+        .await
+        .expect("the bot edits its own message");
+    let state = store
+        .read_state(room_id, alice.id)
+        .await
+        .expect("read state")
+        .expect("alice takes part");
+    assert_eq!(state.unread, 1, "the bot's message is unread for alice");
 }

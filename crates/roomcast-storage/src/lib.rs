@@ -28,6 +28,7 @@ mod read_state;
 mod repository;
 mod retention;
 mod rows;
+mod service_keys;
 pub mod sql;
 pub mod sqlite;
 mod write;
@@ -48,6 +49,7 @@ pub use repository::{
     CredentialRepository, MessageRepository, ReadRepository, RoomRepository, Store, UserRepository,
 };
 pub use retention::Retention;
+pub use service_keys::{NewServiceKey, ServiceKey, ServiceKeyRepository};
 pub use sqlite::SqliteStore;
 pub use write::{PendingWrite, WriteOp, WriteOutcome};
 

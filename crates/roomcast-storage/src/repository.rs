@@ -171,6 +171,7 @@ pub trait Store:
     + ReadRepository
     + CredentialRepository
     + crate::AccessRepository
+    + crate::ServiceKeyRepository
     + std::fmt::Debug
 {
     /// A cheap round trip to the database, for readiness checks.

@@ -5,8 +5,8 @@
 //! once, with the column lists the queries select.
 
 use roomcast_domain::{
-    ClientId, Event, EventKind, Message, MessageId, Room, RoomId, RoomSlug, Seq, Timestamp, User,
-    UserId, Username, Visibility,
+    ClientId, Event, EventKind, Message, MessageId, Room, RoomId, RoomSlug, Scopes, Seq,
+    ServiceKeyId, Timestamp, User, UserId, Username, Visibility,
 };
 use sqlx::Row;
 use sqlx::postgres::PgRow;
@@ -14,7 +14,7 @@ use sqlx::sqlite::SqliteRow;
 use uuid::Uuid;
 
 use crate::write::{ACTION_DELETE, ACTION_NEW, ACTION_UPDATE};
-use crate::{Admission, StorageError};
+use crate::{Admission, ServiceKey, StorageError};
 
 /// Columns [`event`] reads, from `events e JOIN users u`.
 pub(crate) const EVENT_COLUMNS: &str = "e.room_id, e.seq, e.action, e.message_id, e.user_id, \
@@ -36,6 +36,11 @@ pub(crate) const ADMISSION_COLUMNS: &str = "u.id, u.username, u.name, u.avatar, 
      EXISTS (SELECT 1 FROM participants p WHERE p.room_id = r.id AND p.user_id = u.id) \
      AS participant";
 
+/// Columns [`service_key`] reads, from `service_keys k JOIN users u ON
+/// u.id = k.bot_user_id`: the bot user's under their own names.
+pub(crate) const SERVICE_KEY_COLUMNS: &str = "u.id, u.username, u.name, u.avatar, \
+     k.id AS key_id, k.name AS key_name, k.scopes, k.created_at, k.revoked_at";
+
 /// Columns [`message`] reads, from `messages m JOIN users u`.
 pub(crate) const MESSAGE_COLUMNS: &str = "m.id, m.room_id, m.user_id, u.username, u.avatar, \
      m.body, m.created_at, m.updated_at, m.edited, m.client_id, m.seq";
@@ -53,6 +58,7 @@ pub trait StoredRow {
     fn flag(&self, col: &str) -> Result<bool, StorageError>;
     fn text(&self, col: &str) -> Result<String, StorageError>;
     fn opt_text(&self, col: &str) -> Result<Option<String>, StorageError>;
+    fn opt_int(&self, col: &str) -> Result<Option<i64>, StorageError>;
     /// An event's action (SQLite stores an INTEGER, PostgreSQL a SMALLINT).
     fn action(&self) -> Result<i16, StorageError>;
 }
@@ -73,6 +79,9 @@ macro_rules! stored_row {
                 self.$get(col).map_err(corrupt)
             }
             fn opt_text(&self, col: &str) -> Result<Option<String>, StorageError> {
+                self.$get(col).map_err(corrupt)
+            }
+            fn opt_int(&self, col: &str) -> Result<Option<i64>, StorageError> {
                 self.$get(col).map_err(corrupt)
             }
             fn action(&self) -> Result<i16, StorageError> {
@@ -121,6 +130,24 @@ pub(crate) fn user<R: StoredRow>(row: &R) -> Result<User, StorageError> {
         username: username(row, "username")?,
         name: row.text("name")?,
         avatar: row.opt_text("avatar")?,
+    })
+}
+
+pub(crate) fn service_key<R: StoredRow>(row: &R) -> Result<ServiceKey, StorageError> {
+    let revoked = match row.opt_int("revoked_at")? {
+        None => None,
+        Some(micros) => Some(
+            Timestamp::from_unix_micros(micros)
+                .ok_or_else(|| corrupt("revoked_at out of range"))?,
+        ),
+    };
+    Ok(ServiceKey {
+        id: ServiceKeyId::from_uuid(row.uuid("key_id")?),
+        name: username(row, "key_name")?,
+        scopes: Scopes::parse(&row.text("scopes")?).map_err(corrupt)?,
+        bot: user(row)?,
+        created: ts(row, "created_at")?,
+        revoked,
     })
 }
 

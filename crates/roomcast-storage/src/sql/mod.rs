@@ -23,6 +23,7 @@ mod credentials;
 mod messages;
 mod reads;
 mod rooms;
+mod service_keys;
 mod users;
 
 use std::fmt::Debug;
