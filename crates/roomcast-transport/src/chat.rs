@@ -1,8 +1,11 @@
-//! The chat operations both doors share (a WebSocket frame, an HTTP post):
-//! store, then broadcast what was stored. One code path, so a message
-//! posted over HTTP reaches sockets exactly like one sent over a socket.
+//! The chat operations every door shares (a WebSocket frame, an HTTP
+//! post, a service key, an embedder's [`Publisher`]): store, then
+//! broadcast what was stored. One code path ([`queue`]), so a message
+//! posted any other way reaches sockets exactly like one sent over a
+//! socket: the same `seq`, the same `clientId` idempotency, the same
+//! broadcast after the commit.
 
-use roomcast_domain::{ClientId, Event, EventKind, MessageBody, Room, RoomId, User};
+use roomcast_domain::{ClientId, Event, EventKind, MessageBody, MessageId, RoomId, User, UserId};
 use roomcast_storage::{NewMessage, Posted, StorageError, WriteOp, WriteOutcome};
 use std::time::Instant;
 
@@ -15,24 +18,80 @@ use crate::metrics;
 /// A queued write's outcome, once stored and broadcast.
 pub(crate) type Queued = JoinHandle<Result<WriteOutcome, StorageError>>;
 
-/// Stores a message and broadcasts its `new` event; a duplicate `clientId`
-/// stores and broadcasts nothing and returns the original event.
-pub(crate) async fn post(
-    app: &AppState,
-    author: &User,
-    room: &Room,
-    body: MessageBody,
-    client_id: Option<ClientId>,
-) -> Result<Posted, StorageError> {
-    let new = NewMessage {
-        room_id: room.id,
-        author: author.clone(),
-        body,
-        client_id,
-    };
-    outcome(queue(app, WriteOp::Post(new)).await?)
-        .await?
-        .posted()
+/// Posts, edits and deletes messages as any user, from the server side:
+/// what the HTTP API does for people and service keys, for an embedder's
+/// own code (the `group_send` of Django Channels, but stored first).
+/// A cheap clone of the app's state ([`AppState::publisher`]).
+///
+/// It checks what storage checks (the room exists; only a message's author
+/// edits or deletes it) and nothing a door checks: membership, visibility
+/// and rate limits are the caller's to decide, so a bot may post into any
+/// room without taking part in it.
+#[derive(Clone, Debug)]
+pub struct Publisher {
+    app: AppState,
+}
+
+impl Publisher {
+    pub(crate) fn new(app: AppState) -> Self {
+        Self { app }
+    }
+
+    /// Stores a message by `author` in `room` and broadcasts its `new`
+    /// event. With a `client_id` this author already used in this room,
+    /// stores and broadcasts nothing and returns the original event
+    /// (`duplicate: true`).
+    pub async fn post(
+        &self,
+        room: RoomId,
+        author: &User,
+        body: MessageBody,
+        client_id: Option<ClientId>,
+    ) -> Result<Posted, StorageError> {
+        let new = NewMessage {
+            room_id: room,
+            author: author.clone(),
+            body,
+            client_id,
+        };
+        self.write(WriteOp::Post(new)).await?.posted()
+    }
+
+    /// Edits `author`'s message `id` in `room` and broadcasts its `update`
+    /// event: `NotFound` when the room has no such message, `Forbidden`
+    /// when `author` did not write it.
+    pub async fn edit(
+        &self,
+        room: RoomId,
+        author: UserId,
+        id: MessageId,
+        body: MessageBody,
+    ) -> Result<Event, StorageError> {
+        let op = WriteOp::Edit {
+            room,
+            author,
+            id,
+            body,
+        };
+        self.write(op).await?.event()
+    }
+
+    /// Deletes `author`'s message `id` in `room` and broadcasts its
+    /// `delete` event, under the rules of [`edit`](Self::edit).
+    pub async fn delete(
+        &self,
+        room: RoomId,
+        author: UserId,
+        id: MessageId,
+    ) -> Result<Event, StorageError> {
+        self.write(WriteOp::Delete { room, author, id })
+            .await?
+            .event()
+    }
+
+    async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StorageError> {
+        outcome(queue(&self.app, op).await?).await
+    }
 }
 
 /// Queues a write in its room's commit order and returns as soon as it is

@@ -26,6 +26,9 @@ pub enum ErrorCode {
     Unauthorized,
     /// Authenticated, but not allowed (not a participant, wrong origin...).
     Forbidden,
+    /// A service key whose scopes do not cover this endpoint (or any
+    /// service key, on an endpoint only people may call).
+    InsufficientScope,
     /// No such endpoint, room, user or message.
     NotFound,
     /// The endpoint exists but not with this method.
@@ -53,6 +56,7 @@ impl ErrorCode {
         ErrorCode::TooLong,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
+        ErrorCode::InsufficientScope,
         ErrorCode::NotFound,
         ErrorCode::MethodNotAllowed,
         ErrorCode::Conflict,
@@ -71,6 +75,7 @@ impl ErrorCode {
             ErrorCode::TooLong => "too_long",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::InsufficientScope => "insufficient_scope",
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Conflict => "conflict",

@@ -30,6 +30,7 @@ mod reads;
 mod replies;
 mod routes;
 mod server;
+mod service_keys;
 mod sessions;
 mod state;
 mod throttle;
@@ -38,9 +39,11 @@ mod web;
 
 pub use auth::{AuthError, Claims, JwtKeys};
 pub use backfill::{encode_event, hub_builder};
+pub use chat::Publisher;
 pub use config::{AllowedOrigins, RateLimitConfig, ShutdownMode, TransportConfig};
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use server::{router, serve};
+pub use service_keys::{GeneratedKey, SERVICE_KEY_PREFIX};
 
 /// The OpenAPI document of the HTTP API, as `/api/openapi.json` serves it.
 pub fn openapi() -> utoipa::openapi::OpenApi {

@@ -102,6 +102,12 @@ impl AppState {
             .unwrap_or_default()
     }
 
+    /// Posts, edits and deletes messages as any user: stored, then
+    /// broadcast, exactly as the HTTP API and the sockets do.
+    pub fn publisher(&self) -> crate::Publisher {
+        crate::Publisher::new(self.clone())
+    }
+
     pub fn storage(&self) -> &Storage {
         &self.inner.storage
     }

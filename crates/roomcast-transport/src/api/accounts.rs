@@ -1,5 +1,6 @@
 //! Sign-up, login, token refresh and logout.
 
+use crate::service_keys::secret_hash;
 use axum::Json;
 use axum::extract::State;
 use axum::http::header::SET_COOKIE;
@@ -11,7 +12,6 @@ use roomcast_domain::{RefreshFamily, Timestamp, User, Username};
 use roomcast_storage::{
     NewRefreshToken, NewUser, RefreshRefusal, RotatedRefreshToken, StorageError,
 };
-use sha2::{Digest, Sha256};
 
 use super::dto::{
     AuthResponse, ErrorBody, LoginRequest, LogoutRequest, RefreshRequest, RegisterRequest,
@@ -161,7 +161,7 @@ pub(crate) async fn refresh(
     // new access token names, read in the same transaction.
     match app
         .storage()
-        .rotate_refresh_token(&token_hash(&req.refresh), next)
+        .rotate_refresh_token(&secret_hash(&req.refresh), next)
         .await?
     {
         Ok(owner) => {
@@ -212,7 +212,7 @@ pub(crate) async fn logout(
     if let Some(refresh) = req.refresh
         && let Some(owner) = app
             .storage()
-            .refresh_token_owner(&token_hash(&refresh))
+            .refresh_token_owner(&secret_hash(&refresh))
             .await?
     {
         end_session(&app, owner.family).await?;
@@ -307,17 +307,10 @@ fn refresh_secret(app: &AppState) -> (String, StoredSecret) {
     let expires = Timestamp::from_unix_micros(Timestamp::now().unix_micros().saturating_add(ttl))
         .unwrap_or_else(Timestamp::now);
     let stored = StoredSecret {
-        hash: token_hash(&token),
+        hash: secret_hash(&token),
         expires,
     };
     (token, stored)
-}
-
-fn token_hash(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 fn session_cookie(app: &AppState, token: &str) -> Result<HeaderValue, ApiError> {
@@ -339,14 +332,6 @@ fn cookie_header(app: &AppState, value: &str, max_age: u64) -> Result<HeaderValu
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn refresh_tokens_are_stored_as_sha256_hex() {
-        assert_eq!(
-            token_hash("abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
-    }
 
     #[test]
     fn passwords_have_bounds() {

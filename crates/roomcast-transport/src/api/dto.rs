@@ -1,7 +1,7 @@
 //! Request and response bodies of the HTTP API, with their OpenAPI schemas.
 //! Domain values are converted to these shapes here, not serialized as-is.
 
-use roomcast_domain::wire::NewFrame;
+use roomcast_domain::wire::{DeleteFrame, NewFrame, UpdateFrame};
 use roomcast_domain::{Message, Room, Seq, User};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -238,4 +238,51 @@ pub(crate) struct PostMessageRequest {
     pub body: String,
     #[serde(rename = "clientId", default)]
     pub client_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct EditMessageRequest {
+    pub body: String,
+}
+
+/// An edited message: the `update` frame's fields without `type` and
+/// `action`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct EditedDto {
+    pub id: String,
+    pub body: String,
+    pub edited: bool,
+    pub updated: String,
+    #[schema(value_type = u64)]
+    pub seq: Seq,
+}
+
+impl From<UpdateFrame> for EditedDto {
+    fn from(f: UpdateFrame) -> Self {
+        Self {
+            id: f.id.to_string(),
+            body: f.body,
+            edited: f.edited,
+            updated: f.updated.to_string(),
+            seq: f.seq,
+        }
+    }
+}
+
+/// A deleted message: the `delete` frame's fields without `type` and
+/// `action`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct DeletedDto {
+    pub id: String,
+    #[schema(value_type = u64)]
+    pub seq: Seq,
+}
+
+impl From<DeleteFrame> for DeletedDto {
+    fn from(f: DeleteFrame) -> Self {
+        Self {
+            id: f.id.to_string(),
+            seq: f.seq,
+        }
+    }
 }

@@ -6,12 +6,15 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use roomcast_domain::User;
+use roomcast_storage::ServiceKey;
 use serde::de::DeserializeOwned;
 
 use crate::auth::token_from;
-use crate::{ApiError, AppState, ErrorCode};
+use crate::{ApiError, AppState, ErrorCode, service_keys};
 
-/// The authenticated caller (cookie `JWT` or bearer token).
+/// The authenticated person (cookie `JWT` or bearer token): what every
+/// endpoint but the message ones asks for. A service key here is 403
+/// `insufficient_scope`, not 401: it is valid, just not for this.
 #[derive(Debug)]
 pub(crate) struct CurrentUser {
     pub user: User,
@@ -21,8 +24,48 @@ impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        match Caller::from_request_parts(parts, app).await? {
+            Caller::Person(user) => Ok(CurrentUser { user }),
+            Caller::Service(_) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                ErrorCode::InsufficientScope,
+                "Service keys may only post, edit and delete messages (scope `publish`) \
+                 and read history (scope `read`).",
+            )),
+        }
+    }
+}
+
+/// Whoever calls an endpoint that people and service keys may both use:
+/// a person (JWT, cookie or bearer) or a live service key
+/// (`Authorization: Bearer rk_...`; unknown or revoked: 401).
+#[derive(Debug)]
+pub(crate) enum Caller {
+    Person(User),
+    Service(ServiceKey),
+}
+
+impl Caller {
+    /// Who acts: the person, or the key's bot user.
+    pub(crate) fn user(&self) -> &User {
+        match self {
+            Caller::Person(user) => user,
+            Caller::Service(key) => &key.bot,
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
         let token = token_from(&parts.headers)
             .ok_or_else(|| ApiError::unauthorized("Authentication required."))?;
+        if service_keys::is_service_key(&token) {
+            let key = service_keys::live_key(app, &token).await?;
+            crate::access::identified(key.bot.id);
+            return Ok(Caller::Service(key));
+        }
         let (id, claims) = app
             .keys()
             .verify(&token)
@@ -41,7 +84,7 @@ impl FromRequestParts<AppState> for CurrentUser {
             .await?
             .ok_or_else(|| ApiError::unauthorized("Invalid or expired token."))?;
         crate::access::identified(user.id);
-        Ok(CurrentUser { user })
+        Ok(Caller::Person(user))
     }
 }
 

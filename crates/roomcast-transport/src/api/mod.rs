@@ -10,7 +10,7 @@ mod presence;
 mod reads;
 mod rooms;
 
-use axum::routing::{get, post, put};
+use axum::routing::{get, patch, post, put};
 
 use crate::routes::Routes;
 
@@ -32,6 +32,10 @@ pub(crate) fn routes() -> Routes {
         .route(
             "/api/rooms/{host}/{slug}/messages",
             get(messages::history).post(messages::post),
+        )
+        .route(
+            "/api/rooms/{host}/{slug}/messages/{id}",
+            patch(messages::edit).delete(messages::delete),
         )
         .route("/api/rooms/{host}/{slug}/read", put(reads::mark_read))
         .route("/api/openapi.json", get(openapi::document))

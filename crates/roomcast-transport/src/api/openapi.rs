@@ -23,6 +23,8 @@ use super::{accounts, dto, messages, presence, reads, rooms};
         title = "Roomcast",
         description = "Real-time room chat: the HTTP API. The WebSocket frames are described in docs/protocol.md. \
 Authenticate with the `JWT` cookie set by login, or `Authorization: Bearer <token>`. \
+Programs that publish into rooms use a service key (`roomcast keys create NAME --scope publish`) \
+as `Authorization: Bearer rk_...`: the message endpoints take it, as its bot user, in any room. \
 Every error is `{\"error\": \"...\", \"code\": \"...\"}` with a code from `ErrorCode`."
     ),
     modifiers(&Conventions),
@@ -49,6 +51,8 @@ Every error is `{\"error\": \"...\", \"code\": \"...\"}` with a code from `Error
         rooms::remove_participant,
         messages::history,
         messages::post,
+        messages::edit,
+        messages::delete,
         presence::presence,
         reads::mark_read,
         crate::http::healthz,
@@ -76,6 +80,9 @@ Every error is `{\"error\": \"...\", \"code\": \"...\"}` with a code from `Error
         dto::LogoutRequest,
         dto::CreateRoomRequest,
         dto::PostMessageRequest,
+        dto::EditMessageRequest,
+        dto::EditedDto,
+        dto::DeletedDto,
         presence::PresenceDto,
         dto::RoomListingDto,
         dto::ReadRequest,
@@ -107,9 +114,25 @@ impl Modify for Conventions {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT access token, or an rk_ service key")
+                    .bearer_format("JWT")
+                    .description(Some("An access token from login, register or refresh."))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "serviceKey",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("rk_ service key")
                     .description(Some(
-                        "An access token from login, register or refresh, or a service key.",
+                        "A service key made with `roomcast keys create NAME --scope publish` \
+                         (shown once; stored hashed; `roomcast keys revoke NAME` ends it): \
+                         `Authorization: Bearer rk_...`. It acts as its bot user NAME, in any \
+                         room, on the endpoints that list it with the scope they need \
+                         (`publish`: post, edit, delete; `read`: history). An unknown or \
+                         revoked key gets 401; a key without the scope, or on any other \
+                         endpoint, 403 `insufficient_scope`.",
                     ))
                     .build(),
             ),
@@ -156,6 +179,10 @@ fn complete(path: &str, operation: &mut Operation) {
     };
     if !public {
         add("401", "Missing, invalid or expired credentials");
+        add(
+            "403",
+            "Not allowed; a service key gets `insufficient_scope` here",
+        );
     }
     if let Some(body) = &operation.request_body {
         // An optional body is read leniently: only its size is checked.
@@ -236,6 +263,38 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn service_keys_are_documented_on_the_message_endpoints_with_their_scope() {
+        let json = serde_json::to_value(spec()).expect("serializes");
+        assert_eq!(
+            json["components"]["securitySchemes"]["serviceKey"]["scheme"],
+            "bearer"
+        );
+        let messages = "/api/rooms/{host}/{slug}/messages";
+        let message = "/api/rooms/{host}/{slug}/messages/{id}";
+        for (path, method, scope) in [
+            (messages, "get", "read"),
+            (messages, "post", "publish"),
+            (message, "patch", "publish"),
+            (message, "delete", "publish"),
+        ] {
+            let security = json["paths"][path][method]["security"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{method} {path} has no security"));
+            assert!(
+                security
+                    .iter()
+                    .any(|r| r["serviceKey"] == serde_json::json!([scope])),
+                "{method} {path}: {security:?}"
+            );
+        }
+        let me = &json["paths"]["/api/me"]["get"];
+        assert!(
+            me["security"].is_null(),
+            "people only: the document's default"
+        );
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub(crate) async fn presence(
     caller: CurrentUser,
     Path((host, slug)): Path<(String, String)>,
 ) -> Result<Json<PresenceDto>, ApiError> {
-    let room = participant_room(&app, &caller, &host, &slug).await?;
+    let room = participant_room(&app, &caller.user, &host, &slug).await?;
     let users = app.hub().presence(room.id).await.map_err(|e| {
         tracing::warn!(error = %e, room = %room.id, "presence unavailable");
         ApiError::unavailable("Presence is unavailable right now; try again.")

@@ -24,7 +24,7 @@ pub(crate) async fn mark_read(
     Path((host, slug)): Path<(String, String)>,
     JsonBody(req): JsonBody<ReadRequest>,
 ) -> Result<Json<ReadStateDto>, ApiError> {
-    let room = participant_room(&app, &caller, &host, &slug).await?;
+    let room = participant_room(&app, &caller.user, &host, &slug).await?;
     let mark = reads::mark_read(&app, &room, &caller.user, req.seq)
         .await
         .map_err(|e| match e {

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::PollSender;
 
 use super::{End, MAX_WRITES_IN_FLIGHT, Session, TOO_SLOW, close, run};
-use crate::{AppState, JwtKeys, TransportConfig, chat, hub_builder};
+use crate::{AppState, JwtKeys, TransportConfig, hub_builder};
 
 const PATIENCE: Duration = Duration::from_secs(5);
 
@@ -313,7 +313,9 @@ async fn a_reader_that_stops_taking_frames_is_closed_as_too_slow() {
     .await;
     for i in 0..5 {
         let body = MessageBody::parse(&format!("m{i}")).expect("body");
-        chat::post(&f.app, &f.bob, &f.room, body, None)
+        f.app
+            .publisher()
+            .post(f.room.id, &f.bob, body, None)
             .await
             .expect("posted");
     }
