@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use roomcast_domain::{Scope, ScopeError};
 use roomcast_storage::CommitPolicy;
 
 #[derive(Debug, Parser)]
@@ -38,9 +39,52 @@ pub enum Command {
     /// Print the HTTP API's OpenAPI document (as served at
     /// /api/openapi.json), then exit.
     Openapi,
+    /// Make, list and revoke service keys: credentials with which a
+    /// program posts into any room as a bot user (`Authorization: Bearer
+    /// rk_...`).
+    Keys(KeysArgs),
 }
 
-/// Where the database is: all `migrate` needs.
+#[derive(Debug, Clone, Args)]
+pub struct KeysArgs {
+    #[command(subcommand)]
+    pub command: KeysCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum KeysCommand {
+    /// Make a key and its bot user NAME; prints the key, once: only its
+    /// hash is stored.
+    Create {
+        /// The key's name, also its bot user's username (lowercase letters,
+        /// digits, `-` and `_`); no user may have it already.
+        name: String,
+        /// What the key may do: `publish` (post, edit and delete messages
+        /// in any room) and/or `read` (any room's history). Repeat the flag
+        /// or separate with commas.
+        #[arg(long = "scope", required = true, value_delimiter = ',', value_parser = parse_scope)]
+        scopes: Vec<Scope>,
+        #[command(flatten)]
+        database: MigrateArgs,
+    },
+    /// List every key (never the keys themselves), revoked ones included.
+    List {
+        #[command(flatten)]
+        database: MigrateArgs,
+    },
+    /// Revoke the key NAME: it is refused from then on, on every node.
+    Revoke {
+        name: String,
+        #[command(flatten)]
+        database: MigrateArgs,
+    },
+}
+
+fn parse_scope(s: &str) -> Result<Scope, ScopeError> {
+    Scope::parse(s)
+}
+
+/// Where the database is: all `migrate` and `keys` need.
 #[derive(Debug, Clone, Args)]
 pub struct MigrateArgs {
     /// Where the embedded database lives.
@@ -320,6 +364,53 @@ mod tests {
         let cli =
             Cli::try_parse_from(["roomcast", "--log-format", "json", "migrate"]).expect("parses");
         assert_eq!(cli.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn keys_take_a_name_scopes_and_only_database_flags() {
+        let cli = Cli::try_parse_from([
+            "roomcast",
+            "keys",
+            "create",
+            "deploy-bot",
+            "--scope",
+            "publish,read",
+        ])
+        .expect("parses");
+        let Command::Keys(KeysArgs {
+            command: KeysCommand::Create { name, scopes, .. },
+        }) = cli.command
+        else {
+            panic!("expected keys create");
+        };
+        assert_eq!(name, "deploy-bot");
+        assert_eq!(scopes, [Scope::Publish, Scope::Read]);
+        for refused in [
+            &["roomcast", "keys", "create", "bot"][..],
+            &["roomcast", "keys", "create", "bot", "--scope", "admin"],
+            &[
+                "roomcast",
+                "keys",
+                "create",
+                "bot",
+                "--scope",
+                "publish",
+                "--bind",
+                "0.0.0.0:1",
+            ],
+            &["roomcast", "keys", "list", "--jwt-secret", "x"],
+            &["roomcast", "keys", "revoke"],
+        ] {
+            assert!(Cli::try_parse_from(refused).is_err(), "{refused:?}");
+        }
+        let cli = Cli::try_parse_from(["roomcast", "keys", "revoke", "bot", "--data-dir", "/d"])
+            .expect("parses");
+        assert!(matches!(
+            cli.command,
+            Command::Keys(KeysArgs {
+                command: KeysCommand::Revoke { .. }
+            })
+        ));
     }
 
     impl Cli {

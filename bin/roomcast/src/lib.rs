@@ -1,5 +1,5 @@
 //! The `roomcast` binary's library half: configuration, the server's
-//! start-up and shutdown, and the fixture command. `main.rs` only parses
+//! start-up and shutdown, and the fixture and keys commands. `main.rs` only parses
 //! the command line, installs logging and waits for signals, so the
 //! end-to-end tests can start a real server in-process with the exact code
 //! the binary runs.
@@ -9,11 +9,12 @@
 
 pub mod cli;
 mod fixture;
+pub mod keys;
 pub mod logging;
 mod private_files;
 mod secret;
 mod server;
 
-pub use cli::{Cli, Command, CommonArgs, LogFormat, MigrateArgs, ServeArgs};
+pub use cli::{Cli, Command, CommonArgs, KeysArgs, KeysCommand, LogFormat, MigrateArgs, ServeArgs};
 pub use fixture::{Fixture, FixtureMember, FixtureRoom, fixture};
 pub use server::{Server, open_storage, open_storage_at};

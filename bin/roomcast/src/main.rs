@@ -65,6 +65,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{doc}");
             Ok(())
         }
+        Command::Keys(args) => {
+            let mut out = std::io::stdout().lock();
+            roomcast_app::keys::run(args.command, &mut out).await
+        }
         Command::Migrate(args) => {
             let storage = open_storage_at(&args.data_dir, &args.database_url()).await?;
             tracing::info!(backend = storage.backend(), "database is migrated");
