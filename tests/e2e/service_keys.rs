@@ -3,8 +3,8 @@
 //! the seq, clientId idempotency and broadcast of a person's message; a
 //! key without the scope is refused (403), a revoked one shut out (401).
 
-use reqwest::{Method, StatusCode};
 use clap::Parser;
+use reqwest::{Method, StatusCode};
 use roomcast_app::{Cli, Command};
 use serde_json::{Value, json};
 
