@@ -196,6 +196,47 @@ pub(crate) fn plan(ops: &[&WriteOp], known: Known) -> (Rows, Outcomes) {
     (planner.finish(), outcomes)
 }
 
+/// Plans a batch of posts as if each of its rooms existed at seq 0 and no
+/// clientId had been stored, for a backend that checks both under its
+/// locks while it writes (PostgreSQL's one-call path): the rows' and the
+/// outcomes' seqs count from 0 in each room until [`rebase`] moves the
+/// outcomes onto the rooms' stored `last_seq`. `None` for a batch with an
+/// edit or a delete, whose checks need what only a read can tell.
+pub(crate) fn plan_posts_from_zero(ops: &[&WriteOp]) -> Option<(Rows, Outcomes)> {
+    if !ops.iter().all(|op| matches!(op, WriteOp::Post(_))) {
+        return None;
+    }
+    let known = Known {
+        last_seq: rooms_of(ops).into_iter().map(|room| (room, 0)).collect(),
+        ..Known::default()
+    };
+    Some(plan(ops, known))
+}
+
+/// Moves outcomes planned from seq 0 onto each room's `last_seq` as it was
+/// before the batch (`base`): an event at seq n becomes base + n.
+pub(crate) fn rebase(
+    outcomes: &mut Outcomes,
+    base: &HashMap<RoomId, i64>,
+) -> Result<(), StorageError> {
+    for outcome in outcomes.iter_mut().flatten() {
+        let event = match outcome {
+            WriteOutcome::Posted(posted) => &mut posted.event,
+            WriteOutcome::Event(event) => event,
+        };
+        let moved = base
+            .get(&event.room_id)
+            .and_then(|&base| u64::try_from(base).ok())
+            .and_then(|base| base.checked_add(event.seq.get()))
+            .ok_or_else(|| StorageError::Corrupt("no base seq for a batch's room".into()))?;
+        event.seq = Seq::new(moved);
+        if let EventKind::New(message) = &mut event.kind {
+            message.seq = event.seq;
+        }
+    }
+    Ok(())
+}
+
 /// The planner's state while it walks a batch.
 struct Planner {
     /// What was read, updated as the batch's writes are decided.
@@ -517,6 +558,51 @@ mod tests {
         assert_eq!(moved, expected);
         assert_eq!(rows.events.len(), 3);
         assert_eq!(rows.messages.len(), 3);
+    }
+
+    #[test]
+    fn posts_planned_from_zero_are_rebased_per_room_repeats_included() {
+        let (a, b) = (RoomId::new(), RoomId::new());
+        let alice = user("alice");
+        let ops = [
+            post(a, &alice, "1", Some("k")),
+            post(b, &alice, "2", None),
+            post(a, &alice, "3", None),
+            post(a, &alice, "1 again", Some("k")),
+        ];
+        let ops: Vec<&WriteOp> = ops.iter().collect();
+        let (rows, mut outcomes) = plan_posts_from_zero(&ops).expect("posts only");
+        let counts: HashMap<RoomId, i64> = rows.seqs.iter().map(|r| (r.room, r.last_seq)).collect();
+        assert_eq!(counts, HashMap::from([(a, 2), (b, 1)]));
+        rebase(&mut outcomes, &HashMap::from([(a, 40), (b, 0)])).expect("rebase");
+        let seqs: Vec<Option<u64>> = outcomes.iter().map(seq_of).collect();
+        assert_eq!(seqs, [Some(41), Some(1), Some(42), Some(41)]);
+        let Ok(WriteOutcome::Posted(first)) = &outcomes[0] else {
+            panic!("a post")
+        };
+        let EventKind::New(message) = &first.event.kind else {
+            panic!("a new event")
+        };
+        assert_eq!(
+            message.seq, first.event.seq,
+            "the message carries its event's seq"
+        );
+    }
+
+    #[test]
+    fn an_edit_or_a_delete_is_not_planned_from_zero() {
+        let room = RoomId::new();
+        let alice = user("alice");
+        let ops = [
+            post(room, &alice, "1", None),
+            WriteOp::Delete {
+                room,
+                author: alice.id,
+                id: MessageId::new(),
+            },
+        ];
+        let ops: Vec<&WriteOp> = ops.iter().collect();
+        assert!(plan_posts_from_zero(&ops).is_none());
     }
 
     #[test]

@@ -50,9 +50,11 @@ async fn connect_opens_postgres_urls() {
 }
 
 /// A TCP proxy in front of PostgreSQL that, once armed, cuts the
-/// connection that sends the next `COMMIT`: after the server answered it
+/// connection that sends the next commit: after the server answered it
 /// (the commit happened, the client never hears of it), or before the
 /// server sees it (nothing is stored, and the client cannot know that).
+/// A commit is a `COMMIT`, or a call of `roomcast_post_batch`, which
+/// commits by itself.
 mod cutting_proxy {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -88,10 +90,60 @@ mod cutting_proxy {
             Proxy { port, armed }
         }
 
-        /// Cuts the next connection to send a `COMMIT`.
+        /// Cuts the next connection to send a commit.
         pub fn arm(&self, cut: Cut) {
             self.armed.store(cut as u8, Ordering::SeqCst);
         }
+    }
+
+    /// Finds the calls of `roomcast_post_batch` on one connection: sqlx
+    /// prepares the statement once (`Parse`, naming it), then each call is
+    /// a `Bind` of that name.
+    #[derive(Default)]
+    struct BatchCall {
+        statement: Option<Vec<u8>>,
+    }
+
+    impl BatchCall {
+        /// Whether the chunk calls the function; learns its statement name.
+        fn is_in(&mut self, chunk: &[u8]) -> bool {
+            let mut called = false;
+            for (kind, body) in messages(chunk) {
+                let mut fields = body.split(|&b| b == 0);
+                match kind {
+                    b'P' => {
+                        let name = fields.next().unwrap_or_default();
+                        let query = fields.next().unwrap_or_default();
+                        if query.windows(19).any(|w| w == b"roomcast_post_batch") {
+                            self.statement = Some(name.to_vec());
+                        }
+                    }
+                    b'B' => {
+                        let _portal = fields.next();
+                        let name = fields.next().unwrap_or_default();
+                        called |= self.statement.as_deref() == Some(name);
+                    }
+                    _ => {}
+                }
+            }
+            called
+        }
+    }
+
+    /// The frontend messages a chunk starts with: type byte, 4-byte length
+    /// (itself included), body; it stops at what does not parse (the
+    /// startup packets, a message cut across chunks).
+    fn messages(mut chunk: &[u8]) -> Vec<(u8, &[u8])> {
+        let mut found = Vec::new();
+        while let [kind, a, b, c, d, rest @ ..] = chunk {
+            let len = u32::from_be_bytes([*a, *b, *c, *d]) as usize;
+            let Some(body) = len.checked_sub(4).and_then(|n| rest.get(..n)) else {
+                break;
+            };
+            found.push((*kind, body));
+            chunk = &rest[body.len()..];
+        }
+        found
     }
 
     async fn pipe(client: TcpStream, server: TcpStream, armed: Arc<AtomicU8>) {
@@ -101,14 +153,16 @@ mod cutting_proxy {
         let sent = committing.clone();
         let up = tokio::spawn(async move {
             let mut buf = vec![0u8; 64 * 1024];
+            let mut batch_call = BatchCall::default();
             loop {
                 let n = match client_rd.read(&mut buf).await {
                     Ok(0) | Err(_) => return,
                     Ok(n) => n,
                 };
                 let chunk = &buf[..n];
-                // The simple-query message sqlx sends to commit.
-                if chunk.windows(7).any(|w| w == b"COMMIT\0") {
+                // The simple-query message sqlx sends to commit, or the
+                // batch function's call.
+                if chunk.windows(7).any(|w| w == b"COMMIT\0") || batch_call.is_in(chunk) {
                     match armed.swap(0, Ordering::SeqCst) {
                         1 => sent.store(true, Ordering::SeqCst),
                         // Never forwarded: the server sees the connection

@@ -59,11 +59,13 @@
 //! the batch is answered as committed. Absent: `unavailable`, truly nothing
 //! stored. Only if the database stays unreachable does it stay in doubt.
 
+use std::collections::HashMap;
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use roomcast_domain::{MessageId, RoomId, UserId};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::query_builder::Separated;
 use sqlx::{Connection, Postgres, QueryBuilder, Row};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -83,6 +85,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// A batch that takes longer (a hung server, a lost network) fails with
 /// `Unavailable` and its connection is dropped, which rolls it back.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection idle this long is pinged before its next batch: a server
+/// restarted meanwhile shows there, where retrying is safe, not in the
+/// batch's call, whose failure would leave it in doubt.
+const IDLE_PING: Duration = Duration::from_secs(1);
+/// How long settling waits for the old session's server process to end.
+const END_SESSION_MS: i64 = 3000;
 
 type Reply = oneshot::Sender<Result<WriteOutcome, StorageError>>;
 type Job = (WriteOp, Reply);
@@ -122,11 +130,13 @@ impl Writers {
         ]);
         let options = &options;
         for _ in 0..count {
-            let conn = connect(options).await.map_err(StorageError::unavailable)?;
+            let session = Session::open(options)
+                .await
+                .map_err(StorageError::unavailable)?;
             let (tx, rx) = mpsc::channel(QUEUE);
             tasks.push(tokio::spawn(run(
                 options.clone(),
-                conn,
+                session,
                 rx,
                 policy.max_batch.max(1),
             )));
@@ -186,13 +196,46 @@ async fn connect(options: &PgConnectOptions) -> Result<PgConnection, sqlx::Error
     }
 }
 
+/// A writer's connection, and which server process serves it: settling an
+/// unanswered batch ends that process before it looks (see [`stored`]).
+struct Session {
+    conn: PgConnection,
+    process: ServerProcess,
+    /// When the server last answered a batch (see [`IDLE_PING`]).
+    answered: Instant,
+}
+
+/// A PostgreSQL server process: its pid, and its start time, which tells
+/// it from a later process that got the same pid.
+#[derive(Debug, Clone)]
+struct ServerProcess {
+    pid: i32,
+    started: String,
+}
+
+impl Session {
+    async fn open(options: &PgConnectOptions) -> Result<Session, sqlx::Error> {
+        let mut conn = connect(options).await?;
+        let (pid, started) = sqlx::query_as(
+            "SELECT pid, backend_start::text FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+        )
+        .fetch_one(&mut conn)
+        .await?;
+        Ok(Session {
+            conn,
+            process: ServerProcess { pid, started },
+            answered: Instant::now(),
+        })
+    }
+}
+
 async fn run(
     options: PgConnectOptions,
-    conn: PgConnection,
+    session: Session,
     mut rx: mpsc::Receiver<Job>,
     max_batch: usize,
 ) {
-    let mut conn = Some(conn);
+    let mut conn = Some(session);
     let mut batch = Vec::with_capacity(max_batch.min(64));
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -204,8 +247,8 @@ async fn run(
         }
         commit_batch(&options, &mut conn, &mut batch).await;
     }
-    if let Some(conn) = conn {
-        let _ = conn.close().await;
+    if let Some(session) = conn {
+        let _ = session.conn.close().await;
     }
 }
 
@@ -214,7 +257,7 @@ async fn run(
 /// transaction failed (then nothing of the batch is stored).
 async fn commit_batch(
     options: &PgConnectOptions,
-    conn: &mut Option<PgConnection>,
+    conn: &mut Option<Session>,
     batch: &mut Vec<Job>,
 ) {
     let ops: Vec<&WriteOp> = batch.iter().map(|(op, _)| op).collect();
@@ -238,8 +281,9 @@ async fn commit_batch(
     }
 }
 
-/// Why a batch did not commit, and whether `COMMIT` had been sent (then its
-/// outcome is unknown and the batch must not be retried).
+/// Why a batch did not commit, and whether what commits it (`COMMIT`, or
+/// the one call) had been sent: then its outcome is unknown and the batch
+/// must not be retried.
 #[derive(Debug)]
 struct Failed {
     error: sqlx::Error,
@@ -257,23 +301,28 @@ impl From<sqlx::Error> for Failed {
 
 /// Runs the batch on the writer's connection, connecting first if it has
 /// none. A connection that broke while idle (the server restarted) fails on
-/// its first statement; then the batch, which committed nothing, is retried
-/// once on a fresh connection, so the first write after an outage succeeds.
+/// its ping or first statement; then the batch, which committed nothing, is
+/// retried once on a fresh connection, so the first write after an outage
+/// succeeds.
 async fn attempt(
     options: &PgConnectOptions,
-    conn: &mut Option<PgConnection>,
+    conn: &mut Option<Session>,
     ops: &[&WriteOp],
 ) -> Result<Outcomes, sqlx::Error> {
     let mut retried = false;
     loop {
         let live = match conn {
             Some(live) => live,
-            None => conn.insert(connect(options).await?),
+            None => conn.insert(Session::open(options).await?),
         };
+        let process = live.process.clone();
         let mut in_doubt = None;
         let error = match tokio::time::timeout(BATCH_TIMEOUT, apply(live, ops, &mut in_doubt)).await
         {
-            Ok(Ok(outcomes)) => return Ok(outcomes),
+            Ok(Ok(outcomes)) => {
+                live.answered = Instant::now();
+                return Ok(outcomes);
+            }
             Ok(Err(Failed {
                 error,
                 committing: false,
@@ -291,28 +340,47 @@ async fn attempt(
         };
         return match in_doubt {
             Some(doubt) => {
-                // The old connection may still hold the transaction open.
                 *conn = None;
-                settle(options, doubt, error).await
+                settle(options, &process, doubt, error).await
             }
             None => Err(error),
         };
     }
 }
 
-/// A batch whose `COMMIT` may have been sent without an answer.
+/// A batch whose commit (`COMMIT`, or the one call) may have been sent
+/// without an answer.
 struct InDoubt {
     outcomes: Outcomes,
     probe: Probe,
 }
 
-/// The batch's first event, which is in the log if and only if the batch
-/// committed: its message id and timestamp are this batch's own.
-struct Probe {
-    room: Uuid,
-    seq: i64,
-    message: Uuid,
-    created: i64,
+/// Events that are in the log if and only if the batch committed.
+enum Probe {
+    /// The transaction path's first event: its seq is known, and its
+    /// message id and timestamp are this batch's own.
+    Event {
+        room: Uuid,
+        seq: i64,
+        message: Uuid,
+        created: i64,
+    },
+    /// The one-call path's first post in each room (rooms and messages in
+    /// the same order): a new message id, so found means this batch, and
+    /// its stored seq tells the room's seq before the batch, which the
+    /// outcomes are still waiting for.
+    FirstPosts {
+        rooms: Vec<Uuid>,
+        messages: Vec<Uuid>,
+    },
+}
+
+/// What the probe found.
+enum Found {
+    Absent,
+    Stored,
+    /// Stored, from each room's seq before the batch.
+    StoredFrom(HashMap<RoomId, i64>),
 }
 
 /// Pauses before each attempt to find out whether an unanswered commit
@@ -327,18 +395,24 @@ const SETTLE_PAUSES: [Duration; 3] = [
 /// its outcomes if so, the commit's error if not (or if it cannot tell).
 async fn settle(
     options: &PgConnectOptions,
+    process: &ServerProcess,
     doubt: InDoubt,
     error: sqlx::Error,
 ) -> Result<Outcomes, sqlx::Error> {
     tracing::warn!(%error, "postgres commit unanswered; checking whether it was stored");
     for pause in SETTLE_PAUSES {
         tokio::time::sleep(pause).await;
-        match tokio::time::timeout(BATCH_TIMEOUT, stored(options, &doubt.probe)).await {
-            Ok(Ok(true)) => {
+        match tokio::time::timeout(BATCH_TIMEOUT, stored(options, process, &doubt.probe)).await {
+            Ok(Ok(Found::Absent)) => return Err(error),
+            Ok(Ok(found)) => {
                 tracing::info!("the unanswered commit was stored; answering it as committed");
-                return Ok(doubt.outcomes);
+                let mut outcomes = doubt.outcomes;
+                if let Found::StoredFrom(base) = found {
+                    write::rebase(&mut outcomes, &base)
+                        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+                }
+                return Ok(outcomes);
             }
-            Ok(Ok(false)) => return Err(error),
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot check the unanswered commit yet"),
             Err(_) => tracing::warn!("checking the unanswered commit timed out"),
         }
@@ -351,26 +425,80 @@ async fn settle(
     Err(error)
 }
 
-/// Whether the probed event is in the log, read once the batch's old
-/// transaction has ended: its room row stays locked until then.
-async fn stored(options: &PgConnectOptions, probe: &Probe) -> Result<bool, sqlx::Error> {
+/// Whether the probed events are in the log, read once the batch's old
+/// session has ended. Ending it is what makes the answer final: the
+/// server may not have read the batch's call yet when the connection
+/// broke, and would then run and commit it after a look that found
+/// nothing. A process that has ended committed or rolled back for good.
+/// (The transaction path's room locks, taken a round trip before its
+/// `COMMIT`, would do; the one call takes its locks and commits in one
+/// message.) `pg_terminate_backend` ends sessions of the same role, and
+/// waits for the end from PostgreSQL 14.
+async fn stored(
+    options: &PgConnectOptions,
+    process: &ServerProcess,
+    probe: &Probe,
+) -> Result<Found, sqlx::Error> {
     let mut conn = connect(options).await?;
-    let mut tx = conn.begin().await?;
-    sqlx::query("SELECT 1 FROM rooms WHERE id = $1 FOR NO KEY UPDATE")
-        .bind(probe.room)
-        .execute(&mut *tx)
-        .await?;
-    let found: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM events \
-         WHERE room_id = $1 AND seq = $2 AND message_id = $3 AND created_at = $4)",
+    // No row: the process is gone already; `false`: it has not ended yet.
+    let ended: Option<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid, $3) FROM pg_stat_activity \
+         WHERE pid = $1 AND backend_start::text = $2",
     )
-    .bind(probe.room)
-    .bind(probe.seq)
-    .bind(probe.message)
-    .bind(probe.created)
-    .fetch_one(&mut *tx)
+    .bind(process.pid)
+    .bind(&process.started)
+    .bind(END_SESSION_MS)
+    .fetch_optional(&mut conn)
     .await?;
-    tx.rollback().await?;
+    if ended == Some(false) {
+        return Err(sqlx::Error::Io(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the unanswered batch's session has not ended yet",
+        )));
+    }
+    let found = match probe {
+        Probe::Event {
+            room,
+            seq,
+            message,
+            created,
+        } => {
+            let found: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM events \
+                 WHERE room_id = $1 AND seq = $2 AND message_id = $3 AND created_at = $4)",
+            )
+            .bind(room)
+            .bind(seq)
+            .bind(message)
+            .bind(created)
+            .fetch_one(&mut conn)
+            .await?;
+            if found { Found::Stored } else { Found::Absent }
+        }
+        Probe::FirstPosts { rooms, messages } => {
+            let rows: Vec<(Uuid, i64)> = sqlx::query_as(
+                "SELECT p.room_id, e.seq \
+                 FROM unnest($1::uuid[], $2::uuid[]) AS p(room_id, message_id) \
+                 JOIN events e USING (room_id, message_id)",
+            )
+            .bind(rooms)
+            .bind(messages)
+            .fetch_all(&mut conn)
+            .await?;
+            if rows.is_empty() {
+                Found::Absent
+            } else if rows.len() == rooms.len() {
+                // The first post in each room is at seq 1 from the base.
+                Found::StoredFrom(
+                    rows.into_iter()
+                        .map(|(room, seq)| (RoomId::from_uuid(room), seq - 1))
+                        .collect(),
+                )
+            } else {
+                return Err(sqlx::Error::Protocol("a batch found partly stored".into()));
+            }
+        }
+    };
     let _ = conn.close().await;
     Ok(found)
 }
@@ -402,11 +530,15 @@ macro_rules! columns {
                 arrays
             }
 
+            /// Binds every column as one array argument, in order.
+            fn arrays(self, args: &mut Separated<'_, 'static, Postgres, &'static str>) {
+                $(args.push_bind(self.$col).push_unseparated(concat!("::", $sql, "[]"));)+
+            }
+
             /// `unnest(...) AS v(...)`, binding every column.
             fn unnest(self, sql: &mut QueryBuilder<'static, Postgres>) {
                 sql.push("unnest(");
-                let mut args = sql.separated(", ");
-                $(args.push_bind(self.$col).push_unseparated(concat!("::", $sql, "[]"));)+
+                self.arrays(&mut sql.separated(", "));
                 sql.push(concat!(") AS v(", stringify!($($col),+), ")"));
             }
         }
@@ -513,14 +645,111 @@ fn write_batch(rows: Rows) -> QueryBuilder<'static, Postgres> {
     sql
 }
 
-/// The outer error aborts the whole batch; inner ones are per write (not
-/// found, not the author), decided before anything is written, so they
-/// leave the rest of the batch alone.
+/// A batch of posts planned from seq 0 (`write::plan_posts_from_zero`) as
+/// one call of `roomcast_post_batch` (migration 0007), which locks the
+/// rooms, checks that they exist and that no clientId was used, and writes
+/// the rows moved onto the rooms' seqs, all in one statement: `SELECT
+/// roomcast_post_batch($1, ..., $20)`, one array per column, in the order
+/// the function declares them.
+fn post_batch(rows: Rows) -> QueryBuilder<'static, Postgres> {
+    let Rows {
+        seqs,
+        messages,
+        edits,
+        deleted,
+        events,
+    } = rows;
+    debug_assert!(edits.is_empty() && deleted.is_empty(), "posts only");
+    let mut sql = QueryBuilder::new("SELECT roomcast_post_batch(");
+    let mut args = sql.separated(", ");
+    SeqColumns::new(seqs).arrays(&mut args);
+    MessageColumns::new(messages).arrays(&mut args);
+    EventColumns::new(events).arrays(&mut args);
+    sql.push(")");
+    sql
+}
+
+/// Applies the batch: a batch of posts in one call when the function
+/// finds what the plan assumed, otherwise in a transaction. A connection
+/// idle for a while is pinged first (see [`IDLE_PING`]).
+async fn apply(
+    session: &mut Session,
+    ops: &[&WriteOp],
+    in_doubt: &mut Option<InDoubt>,
+) -> Result<Outcomes, Failed> {
+    if session.answered.elapsed() >= IDLE_PING {
+        session.conn.ping().await?;
+    }
+    if let Some((rows, outcomes)) = write::plan_posts_from_zero(ops) {
+        if let Some(outcomes) =
+            post_in_one_call(&mut session.conn, rows, outcomes, in_doubt).await?
+        {
+            return Ok(outcomes);
+        }
+        // A room is gone or a clientId was used before: nothing was
+        // stored, and the transaction path reads which.
+    }
+    in_transaction(&mut session.conn, ops, in_doubt).await
+}
+
+/// The one-call path: the batch's outcomes once it is stored, `None` when
+/// the function stored nothing because the plan's assumptions failed. From
+/// the call on, the batch is in `in_doubt`: the call is what commits it.
+async fn post_in_one_call(
+    conn: &mut PgConnection,
+    rows: Rows,
+    outcomes: Outcomes,
+    in_doubt: &mut Option<InDoubt>,
+) -> Result<Option<Outcomes>, Failed> {
+    let rooms: Vec<RoomId> = rows.seqs.iter().map(|r| r.room).collect();
+    let (probe_rooms, probe_messages) = rows
+        .events
+        .iter()
+        .filter(|e| e.seq == 1)
+        .map(|e| (Uuid::from(e.room), Uuid::from(e.message)))
+        .unzip();
+    let mut call = post_batch(rows);
+    *in_doubt = Some(InDoubt {
+        outcomes,
+        probe: Probe::FirstPosts {
+            rooms: probe_rooms,
+            messages: probe_messages,
+        },
+    });
+    let base: Option<Vec<i64>> = call
+        .build_query_scalar()
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|error| Failed {
+            error,
+            committing: true,
+        })?;
+    let doubt = in_doubt.take().ok_or_else(outcomes_lost)?;
+    let Some(base) = base else {
+        return Ok(None);
+    };
+    if base.len() != rooms.len() {
+        return Err(sqlx::Error::Protocol("a base seq per room expected".into()).into());
+    }
+    let base: HashMap<RoomId, i64> = rooms.into_iter().zip(base).collect();
+    let mut outcomes = doubt.outcomes;
+    write::rebase(&mut outcomes, &base).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+    Ok(Some(outcomes))
+}
+
+fn outcomes_lost() -> Failed {
+    Failed::from(sqlx::Error::Protocol("batch outcomes lost".into()))
+}
+
+/// The transaction path, for a batch with an edit, a delete or a clientId
+/// used before: the outer error aborts the whole batch; inner ones are per
+/// write (not found, not the author), decided before anything is written,
+/// so they leave the rest of the batch alone.
 ///
 /// Just before `COMMIT` it leaves the batch in `in_doubt`, where the caller
 /// finds it if the commit goes unanswered (an error, or a timeout that
 /// drops this future).
-async fn apply(
+async fn in_transaction(
     conn: &mut PgConnection,
     ops: &[&WriteOp],
     in_doubt: &mut Option<InDoubt>,
@@ -599,7 +828,7 @@ async fn apply(
     }
 
     let (rows, outcomes) = write::plan(ops, known);
-    let probe = rows.events.first().map(|first| Probe {
+    let probe = rows.events.first().map(|first| Probe::Event {
         room: Uuid::from(first.room),
         seq: first.seq,
         message: Uuid::from(first.message),
@@ -623,7 +852,7 @@ async fn apply(
     in_doubt
         .take()
         .map(|doubt| doubt.outcomes)
-        .ok_or_else(|| Failed::from(sqlx::Error::Protocol("batch outcomes lost".into())))
+        .ok_or_else(outcomes_lost)
 }
 
 #[cfg(test)]
