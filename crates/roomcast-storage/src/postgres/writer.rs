@@ -9,24 +9,34 @@
 //! after the answer). At low load a batch is one write and waits for no
 //! timer. This mirrors `sqlite/writer.rs`.
 //!
-//! A batch costs a fixed number of round trips whatever its size: `BEGIN`,
-//! one statement locking its rooms, one reading what the checks need (only
-//! when the batch has a `clientId`, an edit or a delete), one statement
-//! writing everything (arrays through `unnest`, with only the parts the
-//! batch needs), `COMMIT`. The checks (unknown room or message, not the
-//! author, repeated `clientId`) are decided in Rust between the reads and
-//! the write, so a refused write fails alone and takes no seq, and nothing
-//! in the batch raises an SQL error that would abort the others.
+//! A batch of posts (nearly every batch) is one round trip: one call of
+//! `roomcast_post_batch` (migration 0007), which locks the batch's rooms,
+//! checks that they exist and that no clientId was used before, and writes
+//! the rows, as one statement that commits by itself. The batch is planned
+//! in Rust before the call, as if each room were at seq 0
+//! (`write::plan_posts_from_zero`); the function moves the rows onto each
+//! room's `last_seq` under its lock and returns those, and the outcomes
+//! are moved the same way (`write::rebase`). When the checks fail it stores
+//! nothing and returns NULL, and the batch takes the transaction path.
+//!
+//! Any other batch (an edit, a delete, a clientId used before, a room
+//! gone) is a transaction of a fixed number of round trips whatever its
+//! size: `BEGIN`, one statement locking its rooms, one reading what the
+//! checks need, one statement writing everything (arrays through `unnest`,
+//! with only the parts the batch needs), `COMMIT`. The checks (unknown room
+//! or message, not the author, repeated `clientId`) are decided in Rust
+//! between the reads and the write, so a refused write fails alone and
+//! takes no seq, and nothing in the batch raises an SQL error that would
+//! abort the others. Both paths plan with the one planner (`write::plan`).
 //!
 //! What a batch costs PostgreSQL, measured (ARCHITECTURE.md, a message's
-//! path): each statement is planned once per connection, because planning
-//! the batch statement for its arguments took longer than running it. The
-//! rest is per row (two inserts, four foreign-key checks per post) and per
-//! batch (the room locks, `COMMIT`'s WAL flush, and the four round trips'
-//! context switches). Those round trips cannot be merged with sqlx, which
-//! waits for each statement's answer: the write depends on what the lock
-//! statement returned, and only a pipelining client could send `BEGIN`
-//! with the lock and the write with `COMMIT`.
+//! path): each statement is planned once per connection (PL/pgSQL keeps
+//! the function's plans per connection too), because planning the batch
+//! statement for its arguments took longer than running it. The rest is
+//! per row (two inserts, four foreign-key checks per post), per statement
+//! (executor start-up, about a tenth of the backend's CPU) and per batch
+//! (the room locks, the unread-count triggers, `COMMIT`'s WAL flush, and
+//! the round trips' context switches, five a batch before the one call).
 //!
 //! Several writers (`CommitPolicy::writers`, `ROOMCAST_DATABASE_WRITERS`):
 //! rooms are spread over them by id, so one room's writes keep one queue
@@ -36,7 +46,7 @@
 //! database with spare cores), not on a machine whose cores are full.
 //!
 //! Sequence numbers: each room's row is locked (`FOR NO KEY UPDATE`) in the
-//! transaction, `last_seq` is read under the lock and the new value written
+//! transaction (or the one call), `last_seq` is read under the lock and the new value written
 //! back before commit. That is the `UPDATE rooms SET last_seq = last_seq + n`
 //! serialization, done once per room per batch: another writer, on this
 //! process or another, waits on the row lock and then reads the committed
@@ -49,15 +59,18 @@
 //! visible. The connection is then dropped and the next batch reconnects,
 //! so the writer recovers by itself when the database comes back.
 //!
-//! One failure is different: `COMMIT` sent and never answered (the
-//! connection broke, the batch timed out). The batch may be stored, and
-//! answering `unavailable` would leave a stored event that nobody
-//! broadcasts, so other clients would see it only when a later event
-//! revealed the gap. The writer settles it instead: on a fresh connection
-//! it waits for the batch's room lock (held until the old transaction has
-//! committed or aborted), then looks for the batch's first event. Stored:
-//! the batch is answered as committed. Absent: `unavailable`, truly nothing
-//! stored. Only if the database stays unreachable does it stay in doubt.
+//! One failure is different: the commit (`COMMIT`, or the one call) sent
+//! and never answered (the connection broke, the batch timed out). The
+//! batch may be stored, and answering `unavailable` would leave a stored
+//! event that nobody broadcasts, so other clients would see it only when a
+//! later event revealed the gap. The writer settles it instead: on a fresh
+//! connection it ends the old session's server process and waits for it to
+//! be gone (after that the batch is committed or rolled back for good: the
+//! server may not even have read the one call yet), then looks for the
+//! batch's first event (the one call's: each room's first post, whose seq
+//! also gives the outcomes their seqs). Stored: the batch is answered as
+//! committed. Absent: `unavailable`, truly nothing stored. Only if the
+//! database stays unreachable does it stay in doubt.
 
 use std::collections::HashMap;
 use std::io;
