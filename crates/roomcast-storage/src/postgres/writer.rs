@@ -693,14 +693,13 @@ async fn apply(
     if session.answered.elapsed() >= IDLE_PING {
         session.conn.ping().await?;
     }
-    if let Some((rows, outcomes)) = write::plan_posts_from_zero(ops) {
-        if let Some(outcomes) =
+    // When the one call stores nothing (a room is gone or a clientId was
+    // used before), the transaction path reads which.
+    if let Some((rows, outcomes)) = write::plan_posts_from_zero(ops)
+        && let Some(outcomes) =
             post_in_one_call(&mut session.conn, rows, outcomes, in_doubt).await?
-        {
-            return Ok(outcomes);
-        }
-        // A room is gone or a clientId was used before: nothing was
-        // stored, and the transaction path reads which.
+    {
+        return Ok(outcomes);
     }
     in_transaction(&mut session.conn, ops, in_doubt).await
 }
