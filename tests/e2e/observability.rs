@@ -8,7 +8,7 @@ use std::time::Duration;
 use roomcast_app::LogFormat;
 use serde_json::{Value, json};
 
-use crate::harness::{Options, spawn_app, spawn_app_in};
+use crate::harness::{Options, spawn_app, spawn_app_in, spawn_node};
 use crate::http_api::{Api, ws};
 
 /// Everything the process logs, as the binary's JSON subscriber writes it.
@@ -184,7 +184,8 @@ async fn a_fresh_server_exposes_every_documented_metric_with_its_help() {
             "no HELP line for {name}:\n{text}"
         );
         let sample = match kind {
-            roomcast_transport::metrics::Kind::Histogram => format!("{name}_bucket{{"),
+            roomcast_transport::metrics::Kind::Histogram
+            | roomcast_transport::metrics::Kind::Sizes => format!("{name}_bucket{{"),
             _ => name.to_string(),
         };
         assert!(
@@ -195,5 +196,38 @@ async fn a_fresh_server_exposes_every_documented_metric_with_its_help() {
     // Latencies are histograms with millisecond buckets, not summaries.
     assert!(text.contains("# TYPE roomcast_storage_write_duration_seconds histogram"));
     assert!(text.contains("le=\"0.001\""), "{text}");
+    // Batch sizes count writes: their buckets are sizes, not seconds.
+    assert!(
+        text.contains("roomcast_storage_batch_size_bucket{le=\"512\"}"),
+        "{text}"
+    );
     assert!(text.contains("roomcast_build_info{version="), "{text}");
+}
+
+#[tokio::test]
+async fn metrics_bind_serves_metrics_on_their_own_listener_and_not_on_the_public_one() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let app = spawn_node(temp.path(), |args| {
+        args.metrics_bind = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    })
+    .await;
+    let metrics = app.server().metrics_addr().expect("a metrics listener");
+    assert_ne!(metrics, app.addr);
+
+    let private = reqwest::get(format!("http://{metrics}/metrics"))
+        .await
+        .expect("metrics listener");
+    assert_eq!(private.status(), 200);
+    let text = private.text().await.expect("text");
+    assert!(text.contains("# HELP roomcast_connections "), "{text}");
+
+    let public = reqwest::get(format!("http://{}/metrics", app.addr))
+        .await
+        .expect("public listener");
+    assert_eq!(public.status(), 404);
+    // The metrics listener serves nothing else.
+    let other = reqwest::get(format!("http://{metrics}/api/me"))
+        .await
+        .expect("metrics listener");
+    assert_eq!(other.status(), 404);
 }

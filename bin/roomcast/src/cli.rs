@@ -227,6 +227,11 @@ pub struct ServeArgs {
     /// credentials (CORS), e.g. `https://app.example.com`; unset: CORS off.
     #[arg(long, env = "ROOMCAST_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
+    /// Serve `/metrics` on this address only (e.g. `10.0.0.5:9090`, where
+    /// only Prometheus reaches), and no longer on `--bind`; unset: on
+    /// `--bind`.
+    #[arg(long, env = "ROOMCAST_METRICS_BIND")]
+    pub metrics_bind: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -279,6 +284,7 @@ impl ServeArgs {
             request_timeout_secs: 30,
             password_concurrency: None,
             cors_origins: Vec::new(),
+            metrics_bind: None,
         }
     }
 }

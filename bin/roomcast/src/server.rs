@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use anyhow::Context;
 use roomcast_broadcast::{Hub, HubConfig, RedisConfig, RedisLayer};
@@ -133,6 +133,9 @@ pub struct Server {
     state: AppState,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
+    /// The `/metrics` listener's address and task, with `--metrics-bind`;
+    /// it stops with the server.
+    metrics: Option<(SocketAddr, JoinHandle<std::io::Result<()>>)>,
     /// The event-log pruning task, when retention is configured; stops
     /// when the server is dropped.
     _retention: Option<Retention>,
@@ -176,6 +179,7 @@ impl Server {
                 .map(|o| o.trim().to_owned())
                 .filter(|o| !o.is_empty())
                 .collect(),
+            public_metrics: args.metrics_bind.is_none(),
             ..TransportConfig::default()
         };
         let config = TransportConfig {
@@ -195,6 +199,18 @@ impl Server {
         if let Some(handle) = prometheus() {
             state.set_metrics(move || handle.render());
         }
+        let metrics = match args.metrics_bind {
+            Some(bind) => {
+                let listener = TcpListener::bind(bind)
+                    .await
+                    .with_context(|| format!("binding {bind} (--metrics-bind)"))?;
+                let addr = listener.local_addr()?;
+                tracing::info!(%addr, "serving /metrics on its own listener");
+                let task = tokio::spawn(roomcast_transport::serve_metrics(listener, state.clone()));
+                Some((addr, task))
+            }
+            None => None,
+        };
         let (stop, stopped) = oneshot::channel::<()>();
         let retention = args.event_retention_days.map(|days| {
             let keep = std::time::Duration::from_secs(u64::from(days) * 24 * 3600);
@@ -212,12 +228,19 @@ impl Server {
             state,
             stop: Some(stop),
             task,
+            metrics,
             _retention: retention,
         })
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where `/metrics` is served when `--metrics-bind` gave it a listener
+    /// of its own.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(addr, _)| *addr)
     }
 
     /// The address a person opens in a browser to chat (the web client).
@@ -240,10 +263,20 @@ impl Server {
     /// Waits for the server to end (after `shutdown`, or a fatal error);
     /// the retention task stops with it.
     pub async fn wait(self) -> anyhow::Result<()> {
-        self.task
+        let served = self
+            .task
             .await
             .context("server task panicked")?
-            .context("server failed")
+            .context("server failed");
+        if let Some((_, task)) = self.metrics {
+            // It ends once the server has (their shutdown signal is one).
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "metrics listener failed"),
+                Err(e) => tracing::warn!(error = %e, "metrics listener panicked"),
+            }
+        }
+        served
     }
 }
 
@@ -255,10 +288,18 @@ fn prometheus() -> Option<PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
             // Histograms (aggregatable across nodes), not summaries.
-            let builder = PrometheusBuilder::new()
-                .set_buckets(roomcast_transport::metrics::LATENCY_BUCKETS)
-                .and_then(PrometheusBuilder::install_recorder);
-            match builder {
+            let builder = || {
+                let mut builder = PrometheusBuilder::new()
+                    .set_buckets(roomcast_transport::metrics::LATENCY_BUCKETS)?;
+                for name in roomcast_transport::metrics::size_histograms() {
+                    builder = builder.set_buckets_for_metric(
+                        Matcher::Full(name.to_owned()),
+                        roomcast_transport::metrics::SIZE_BUCKETS,
+                    )?;
+                }
+                builder.install_recorder()
+            };
+            match builder() {
             Ok(handle) => Some(handle),
             Err(e) => {
                 tracing::warn!(error = %e, "metrics recorder not installed; /metrics will be empty");

@@ -29,6 +29,7 @@ mod error;
 mod hub;
 mod layer;
 mod memory;
+pub mod metrics;
 pub mod presence;
 mod redis;
 mod redis_cluster;

@@ -43,6 +43,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::Connections;
 use crate::redis_cluster::{self, Shards};
 use crate::wire::{self, NodeId, WireMessage};
 use crate::{BroadcastError, ChannelLayer, Envelope, Inbox};
@@ -626,6 +627,7 @@ async fn resubscribe(
     cancel: CancellationToken,
 ) {
     let mut settled = true;
+    let mut connections = Connections::new("subscriber");
     loop {
         let retry = async {
             if settled {
@@ -637,6 +639,9 @@ async fn resubscribe(
             _ = cancel.cancelled() => return,
             event = connected.recv() => match event {
                 Ok(_) | Err(RecvError::Lagged(_)) => {
+                    if let Ok(server) = &event {
+                        connections.connected(server);
+                    }
                     let mut rooms = lock(&shared.rooms);
                     tracing::info!(rooms = rooms.live.len(), "subscriber connected");
                     let live: Vec<RoomId> = rooms.live.iter().copied().collect();
@@ -662,10 +667,15 @@ async fn flush_unsent(
     mut connected: tokio::sync::broadcast::Receiver<fred::types::config::Server>,
     cancel: CancellationToken,
 ) {
+    let mut connections = Connections::new("publisher");
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
-            event = connected.recv() => if let Err(RecvError::Closed) = event { return },
+            event = connected.recv() => match event {
+                Ok(server) => { connections.connected(&server); }
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            },
             _ = tokio::time::sleep(RETRY_EVERY) => {}
         }
         if shared.publisher.is_connected() && !lock(&shared.unsent).is_empty() {

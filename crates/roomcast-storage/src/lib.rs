@@ -22,6 +22,7 @@ mod access;
 pub mod conformance;
 mod credentials;
 mod error;
+pub mod metrics;
 mod model;
 pub mod postgres;
 mod read_state;

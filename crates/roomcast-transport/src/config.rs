@@ -109,6 +109,11 @@ pub struct TransportConfig {
     /// A peer silent this long after a ping (no pong, no frame) is gone:
     /// its connection is dropped, freeing its slot and memory.
     pub ping_timeout: Duration,
+    /// Whether the public listener serves `/metrics`. False when the
+    /// embedder serves them on a listener of their own
+    /// ([`crate::serve_metrics`], the binary's `--metrics-bind`), so the
+    /// public one does not tell the world its internals.
+    pub public_metrics: bool,
 }
 
 /// Per-user rate limits (PROTOCOL.md `rate_limited`).
@@ -166,6 +171,7 @@ impl Default for TransportConfig {
             cors_origins: Vec::new(),
             ping_interval: Duration::from_secs(30),
             ping_timeout: Duration::from_secs(30),
+            public_metrics: true,
         }
     }
 }

@@ -38,10 +38,20 @@ pub(crate) async fn readyz(State(app): State<AppState>) -> Response {
     }
 }
 
-/// Metrics in the Prometheus text format.
+/// Metrics in the Prometheus text format (404 when they are served on a
+/// listener of their own, `--metrics-bind`).
 #[utoipa::path(get, path = "/metrics", tag = "operations", operation_id = "metrics", security(()),
-    responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain")))]
+    responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain"),
+        (status = 404, description = "Served on another listener", body = crate::ErrorBody)))]
 pub(crate) async fn metrics(State(app): State<AppState>) -> Response {
+    if !app.config().public_metrics {
+        return not_found().await;
+    }
+    private_metrics(State(app)).await
+}
+
+/// `/metrics` on the metrics listener ([`crate::serve_metrics`]).
+pub(crate) async fn private_metrics(State(app): State<AppState>) -> Response {
     let layer_up = app.hub().layer().health().await.is_ok();
     crate::metrics::scrape(app.hub().local_rooms(), layer_up);
     let text = app.render_metrics();

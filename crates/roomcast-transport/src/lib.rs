@@ -42,7 +42,7 @@ pub use backfill::{encode_event, hub_builder};
 pub use chat::Publisher;
 pub use config::{AllowedOrigins, RateLimitConfig, ShutdownMode, TransportConfig};
 pub use error::{ApiError, ErrorBody, ErrorCode};
-pub use server::{router, serve};
+pub use server::{router, serve, serve_metrics};
 pub use service_keys::{GeneratedKey, SERVICE_KEY_PREFIX};
 
 /// The OpenAPI document of the HTTP API, as `/api/openapi.json` serves it.

@@ -17,12 +17,28 @@ pub const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Bucket bounds of every size histogram (writes per batch): powers of
+/// two up to the default largest batch (`CommitPolicy::max_batch`, 512).
+pub const SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
 /// What a metric is, for registering and describing it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Counter,
     Gauge,
+    /// A latency in seconds, with [`LATENCY_BUCKETS`].
     Histogram,
+    /// A count (writes per batch), with [`SIZE_BUCKETS`].
+    Sizes,
+}
+
+/// The histograms that take [`SIZE_BUCKETS`] rather than
+/// [`LATENCY_BUCKETS`], for the exporter's per-metric buckets.
+pub fn size_histograms() -> impl Iterator<Item = &'static str> {
+    CATALOGUE
+        .iter()
+        .filter(|(_, kind, _, _)| *kind == Kind::Sizes)
+        .map(|(name, _, _, _)| *name)
 }
 
 /// A label and the values registered at zero.
@@ -133,6 +149,18 @@ pub const CATALOGUE: &[Entry] = &[
         None,
     ),
     (
+        roomcast_storage::metrics::BATCH_SIZE,
+        Kind::Sizes,
+        "Writes committed together in one transaction (group commit), per batch; both storage backends.",
+        None,
+    ),
+    (
+        roomcast_storage::metrics::QUEUED_WRITES,
+        Kind::Gauge,
+        "Writes queued for the storage writers and not yet taken into a batch (backpressure when it nears 8192 per writer).",
+        None,
+    ),
+    (
         "roomcast_store_to_broadcast_duration_seconds",
         Kind::Histogram,
         "From a write's commit acknowledged to its event handed to this node's sockets and the channel layer.",
@@ -155,6 +183,12 @@ pub const CATALOGUE: &[Entry] = &[
         Kind::Gauge,
         "1 if the channel layer answers its health check at scrape time, else 0.",
         None,
+    ),
+    (
+        roomcast_broadcast::metrics::RECONNECTS,
+        Kind::Counter,
+        "Connections to Redis made again after being lost, by connection (each Redis Cluster primary's connection counts); every live room resyncs from storage after one.",
+        Some(("connection", roomcast_broadcast::metrics::CONNECTIONS)),
     ),
     (
         "roomcast_password_checks_refused_total",
@@ -211,6 +245,7 @@ pub(crate) fn register() {
             Kind::Histogram => {
                 metrics::describe_histogram!(name, metrics::Unit::Seconds, help)
             }
+            Kind::Sizes => metrics::describe_histogram!(name, metrics::Unit::Count, help),
         }
         let values: &[&str] = labels.map_or(&[], |(_, values)| values);
         match (kind, labels) {
@@ -221,7 +256,7 @@ pub(crate) fn register() {
                 }
             }
             (Kind::Gauge, _) => metrics::gauge!(name).increment(0.0),
-            (Kind::Histogram, _) => {
+            (Kind::Histogram | Kind::Sizes, _) => {
                 let _ = metrics::histogram!(name);
             }
         }

@@ -114,6 +114,20 @@ fn cors(
     )
 }
 
+/// Serves `/metrics` alone on `listener` (an address only Prometheus
+/// reaches) until the server shuts down; the public listener then stops
+/// serving them when [`crate::TransportConfig::public_metrics`] is false.
+pub async fn serve_metrics(listener: TcpListener, state: AppState) -> io::Result<()> {
+    let stop = state.shutdown_token().clone();
+    let app = Router::new()
+        .route("/metrics", get(http::private_metrics))
+        .fallback(http::not_found)
+        .with_state(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
+}
+
 /// Serves `state` on `listener` until `shutdown` resolves; then stops
 /// accepting, closes every socket as the configured shutdown mode says, and
 /// waits (up to the grace period) for them to finish.

@@ -89,7 +89,7 @@ use crate::write::{
     self, ACTION_NEW, EditRow, EventRow, Known, Live, MessageRow, Outcomes, PendingWrite, RoomSeq,
     Rows, WriteOp, WriteOutcome,
 };
-use crate::{CommitPolicy, StorageError};
+use crate::{CommitPolicy, StorageError, metrics};
 
 /// Writes waiting for one writer; senders wait (backpressure) beyond this.
 const QUEUE: usize = 8192;
@@ -166,7 +166,9 @@ impl Writers {
         let shard = (Uuid::from(op.room()).as_u128() % n) as usize;
         let queue = self.shards.get(shard).ok_or_else(writer_gone)?;
         let (reply, answer) = oneshot::channel();
-        queue.send((op, reply)).await.map_err(|_| writer_gone())?;
+        metrics::enqueue(queue, (op, reply))
+            .await
+            .map_err(|_| writer_gone())?;
         Ok(PendingWrite::new(async move {
             answer.await.map_err(|_| writer_gone())?
         }))
@@ -258,6 +260,7 @@ async fn run(
                 Err(_) => break,
             }
         }
+        metrics::batch_taken(batch.len());
         commit_batch(&options, &mut conn, &mut batch).await;
     }
     if let Some(session) = conn {

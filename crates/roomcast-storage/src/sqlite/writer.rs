@@ -40,7 +40,7 @@ use crate::write::{
     self, ACTION_NEW, EditRow, EventRow, Known, Live, MessageRow, Outcomes, PendingWrite, RoomSeq,
     Rows, WriteOp, WriteOutcome,
 };
-use crate::{CommitPolicy, StorageError};
+use crate::{CommitPolicy, StorageError, metrics};
 
 /// Writes waiting for the writer; senders wait (backpressure) beyond this.
 const QUEUE: usize = 8192;
@@ -79,7 +79,9 @@ impl Writer {
     /// Queues a write; the queue is the commit order.
     pub(crate) async fn queue(&self, op: WriteOp) -> Result<PendingWrite, StorageError> {
         let (reply, answer) = oneshot::channel();
-        self.tx.send((op, reply)).await.map_err(|_| writer_gone())?;
+        metrics::enqueue(&self.tx, (op, reply))
+            .await
+            .map_err(|_| writer_gone())?;
         Ok(PendingWrite::new(async move {
             answer.await.map_err(|_| writer_gone())?
         }))
@@ -146,6 +148,7 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<(WriteOp, Reply)>, max_batch
                 Err(_) => break,
             }
         }
+        metrics::batch_taken(batch.len());
         commit_batch(&mut conn, &mut batch);
     }
 }
