@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use roomcast_app::{FixtureRoom, open_storage};
 use roomcast_client::{
-    Auth, Backoff, Client, ClientConfig, ClientError, ClientEvent, Events, Status,
+    Api, Auth, Backoff, Client, ClientConfig, ClientError, ClientEvent, Events, Status,
 };
 use roomcast_domain::wire::{ChatMessage, NewFrame, ServerFrame};
 use roomcast_domain::{MessageBody, Seq, Username};
 use roomcast_storage::NewMessage;
 
-use crate::harness::{Options, PATIENCE, TestApp, spawn_app_in};
+use crate::harness::{Options, PATIENCE, TestApp, spawn_app_in, spawn_node};
+use crate::http_api::Api as TestApi;
 
 fn config(app: &TestApp, room: &FixtureRoom, auth: Auth) -> ClientConfig {
     ClientConfig::new(
@@ -252,4 +253,97 @@ async fn a_refused_token_stops_the_client_instead_of_retrying() {
     }
     client.close().await;
     app.shutdown().await;
+}
+
+/// The password `TestApi::signup` gives every account.
+const PASSWORD: &str = "correct horse battery";
+
+#[tokio::test]
+async fn a_token_provider_keeps_a_client_connected_across_token_expiry_and_nothing_is_lost() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Tokens live three seconds: the test spans several.
+    let app = spawn_node(dir.path(), |args| args.access_token_ttl = 3).await;
+    let setup = TestApi::new(&app);
+    let alice = setup.signup("alice").await;
+    setup.signup("bob").await;
+    let (status, body) = setup
+        .post(
+            "/api/rooms",
+            Some(&alice.token),
+            serde_json::json!({"name": "Renewals", "slug": "renewals"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body, _) = setup
+        .call(
+            reqwest::Method::PUT,
+            "/api/rooms/alice/renewals/participants/bob",
+            Some(&alice.token),
+            None,
+        )
+        .await;
+    assert!(status.is_success(), "{status} {body}");
+
+    // Alice chats through the client, logged in with her password; her
+    // tokens are renewed by the provider (refresh token, else password).
+    let base = format!("http://{}", app.addr);
+    let api = Api::new(&base).expect("api");
+    let tokens = roomcast_client::login(&base, "alice", PASSWORD)
+        .await
+        .expect("login");
+    let config = ClientConfig::new(
+        &format!("ws://{}/ws/chat", app.addr),
+        "alice",
+        "renewals",
+        Auth::Bearer(tokens.token.clone()),
+    )
+    .expect("valid room")
+    .with_origin(app.origin())
+    .with_token_provider(api.password_provider("alice", PASSWORD, Some(&tokens)));
+    let (client, events) = Client::connect(config);
+    let mut seen = Watcher::new(events);
+    let mut statuses = client.subscribe();
+    wait_status(&client, Status::is_connected).await;
+
+    // Bob posts over HTTP, one message every 400 ms for three token
+    // lifetimes, renewing his own token as he goes; alice posts too.
+    let bob = api.password_provider("bob", PASSWORD, None);
+    let http = reqwest::Client::new();
+    let posts = 24;
+    for n in 1..=posts {
+        if n % 8 == 0 {
+            client.send(&format!("alice {n}")).await.expect("send");
+            continue;
+        }
+        let token = bob.token().await.expect("bob's token");
+        let answer = http
+            .post(format!("{base}/api/rooms/alice/renewals/messages"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"body": format!("bob {n}")}))
+            .send()
+            .await
+            .expect("post");
+        assert!(answer.status().is_success(), "{}", answer.status());
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    seen.until_seq(Seq::new(posts)).await;
+
+    let every_seq: Vec<Seq> = (1..=posts).map(Seq::new).collect();
+    assert_eq!(seen.seqs, every_seq, "a gap or a duplicate");
+    assert_eq!(client.messages().len(), posts as usize);
+    assert!(client.pending().is_empty());
+    // It did renew: it reconnected for a new token (attempt 0), and never
+    // failed or backed off.
+    let mut renewals = 0;
+    while let Some(event) = statuses.try_next() {
+        match event {
+            ClientEvent::Status(Status::Reconnecting { attempt: 0, .. }) => renewals += 1,
+            ClientEvent::Status(other @ (Status::Reconnecting { .. } | Status::Failed(_))) => {
+                panic!("{other:?}")
+            }
+            _ => {}
+        }
+    }
+    assert!(renewals >= 2, "renewed {renewals} times");
+    client.close().await;
 }

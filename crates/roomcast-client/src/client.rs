@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures_util::{SinkExt, StreamExt};
 use roomcast_domain::wire::{ChatEvent, ChatMessage, ErrorFrame, Incoming, NewFrame, ServerFrame};
@@ -16,10 +16,10 @@ use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use crate::messages::{Applied, MessageList};
-use crate::{Auth, ClientConfig, ClientError};
+use crate::{Auth, ClientConfig, ClientError, tls, token};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -78,6 +78,15 @@ impl Events {
             Err(broadcast::error::RecvError::Closed) => None,
         }
     }
+
+    /// The next event if one is already waiting, without waiting.
+    pub fn try_next(&mut self) -> Option<ClientEvent> {
+        match self.rx.try_recv() {
+            Ok(event) => Some(event),
+            Err(broadcast::error::TryRecvError::Lagged(n)) => Some(ClientEvent::Lagged(n)),
+            Err(_) => None,
+        }
+    }
 }
 
 /// A `send` not yet confirmed by its `new` event.
@@ -133,6 +142,8 @@ impl Client {
             presence: BTreeSet::new(),
         }));
         let task = Task {
+            auth: config.auth.clone(),
+            expires: token::expiry(config.auth.token()),
             config,
             commands: command_rx,
             shared: Arc::clone(&shared),
@@ -323,16 +334,33 @@ fn text_frame(pending: &PendingSend) -> String {
 
 /// How a connected session ended.
 enum SessionEnd {
-    /// The socket was lost: reconnect.
-    Lost,
+    /// The socket was lost (why): reconnect after a backoff.
+    Lost(ClientError),
+    /// The token is expiring or expired: renew it and reconnect at once.
+    Renew,
     /// The user closed the client; `clean`: the server answered the close.
     Closed { clean: bool },
     /// Retrying cannot help.
     Fatal(ClientError),
 }
 
+/// How one connection attempt ended.
+enum Attempt {
+    Connected(Box<Socket>),
+    Failed(ClientError),
+    /// The user closed the client meanwhile.
+    Closed,
+}
+
+/// What the server says when it closes a socket whose token expired.
+const TOKEN_EXPIRED: &str = "Token expired.";
+
 struct Task {
     config: ClientConfig,
+    /// The credential in use (its token replaced by each renewal).
+    auth: Auth,
+    /// When the token in `auth` expires, if it says.
+    expires: Option<SystemTime>,
     commands: mpsc::Receiver<Command>,
     shared: Arc<Mutex<Shared>>,
     status: watch::Sender<Status>,
@@ -342,42 +370,63 @@ struct Task {
 impl Task {
     /// Runs until closed or failed; true when the last socket closed cleanly.
     async fn run(mut self) -> bool {
+        // The TLS settings of every `wss://` handshake.
+        let tls = match tls::client_config(&self.config.extra_roots) {
+            Ok(tls) => tls,
+            Err(e) => {
+                self.set_status(Status::Failed(Arc::new(e)));
+                return true;
+            }
+        };
         let mut failures = 0u32;
         let mut clean = true;
+        let mut renew = false;
         let end = loop {
-            let since = lock(&self.shared).list.last_seq();
-            let error = match self.handshake(since).await {
-                Ok(Some(socket)) => {
+            let error = match self.attempt(renew, &tls).await {
+                Attempt::Connected(socket) => {
                     failures = 0;
                     self.set_status(Status::Connected);
-                    match self.session(socket).await {
-                        SessionEnd::Lost => None,
+                    match self.session(*socket).await {
+                        SessionEnd::Lost(e) => e,
+                        SessionEnd::Renew => {
+                            renew = true;
+                            self.set_status(Status::Reconnecting {
+                                attempt: 0,
+                                delay: Duration::ZERO,
+                            });
+                            continue;
+                        }
                         SessionEnd::Closed { clean: answered } => {
                             clean = answered;
                             break Status::Closed;
                         }
-                        SessionEnd::Fatal(e) => Some(e),
+                        SessionEnd::Fatal(e) => e,
                     }
                 }
-                Ok(None) => break Status::Closed,
-                Err(e) => Some(e),
+                Attempt::Failed(e) => e,
+                Attempt::Closed => break Status::Closed,
             };
-            if let Some(e) = error {
-                if e.is_fatal() {
-                    break Status::Failed(Arc::new(e));
-                }
-                tracing::debug!(error = %e, "connection attempt failed");
+            renew = false;
+            if error.is_fatal() {
+                break Status::Failed(Arc::new(error));
             }
+            tracing::debug!(error = %error, "connection attempt failed");
             failures += 1;
             if self.config.max_attempts.is_some_and(|max| failures > max) {
-                break Status::Failed(Arc::new(ClientError::GaveUp(failures - 1)));
+                break Status::Failed(Arc::new(ClientError::GaveUp {
+                    attempts: failures - 1,
+                    last: Box::new(error),
+                }));
             }
             let delay = self.config.backoff.delay(failures, rand::random::<f64>());
             self.set_status(Status::Reconnecting {
                 attempt: failures,
                 delay,
             });
-            if !self.wait(delay).await {
+            if answering(&mut self.commands, tokio::time::sleep(delay))
+                .await
+                .is_none()
+            {
                 break Status::Closed;
             }
         };
@@ -395,36 +444,57 @@ impl Task {
         let _ = self.events.send(ClientEvent::Status(status));
     }
 
-    /// Connects, while still answering commands; `Ok(None)`: closed meanwhile.
-    async fn handshake(&mut self, since: Seq) -> Result<Option<Socket>, ClientError> {
-        let connecting = connect(&self.config, since);
-        tokio::pin!(connecting);
+    /// One connection: a new token first if `renew` or the current one is
+    /// due, then the handshake, resuming after the last seq applied. A
+    /// token refused (401) that was not fresh is renewed and tried once
+    /// more (it may have expired on the way).
+    async fn attempt(&mut self, mut renew: bool, tls: &Arc<rustls::ClientConfig>) -> Attempt {
+        let mut fresh = false;
         loop {
-            tokio::select! {
-                result = &mut connecting => return result.map(Some),
-                command = self.commands.recv() => {
-                    if !offline(command) {
-                        return Ok(None);
+            if let Some(provider) = self.config.token_provider.clone()
+                && (renew || self.token_due())
+            {
+                match answering(&mut self.commands, provider.token()).await {
+                    None => return Attempt::Closed,
+                    Some(Err(e)) => return Attempt::Failed(e),
+                    Some(Ok(token)) => {
+                        self.expires = token::expiry(&token);
+                        self.auth = self.auth.with_token(token);
+                        fresh = true;
                     }
                 }
+            }
+            let since = lock(&self.shared).list.last_seq();
+            let handshake = connect(&self.config, &self.auth, tls, since);
+            match answering(&mut self.commands, handshake).await {
+                None => return Attempt::Closed,
+                Some(Ok(socket)) => return Attempt::Connected(Box::new(socket)),
+                Some(Err(ClientError::Refused { status: 401, .. }))
+                    if self.config.token_provider.is_some() && !fresh =>
+                {
+                    renew = true;
+                }
+                Some(Err(e)) => return Attempt::Failed(e),
             }
         }
     }
 
-    /// Sleeps `delay` between attempts, answering commands; false: closed.
-    async fn wait(&mut self, delay: Duration) -> bool {
-        let sleep = tokio::time::sleep(delay);
-        tokio::pin!(sleep);
-        loop {
-            tokio::select! {
-                () = &mut sleep => return true,
-                command = self.commands.recv() => {
-                    if !offline(command) {
-                        return false;
-                    }
-                }
-            }
-        }
+    /// Whether the token must be renewed before connecting: none yet, or
+    /// due for renewal.
+    fn token_due(&self) -> bool {
+        self.auth.token().is_empty() || self.renew_in() == Some(Duration::ZERO)
+    }
+
+    /// When to renew the token, if there is a provider to ask and the
+    /// token says when it expires.
+    fn renew_in(&self) -> Option<Duration> {
+        self.config.token_provider.as_ref()?;
+        let expires = self.expires?;
+        Some(token::renew_in(
+            SystemTime::now(),
+            expires,
+            self.config.renew_before,
+        ))
     }
 
     async fn session(&mut self, mut socket: Socket) -> SessionEnd {
@@ -432,27 +502,46 @@ impl Task {
         // answers one it already stored with the original event.
         let pending = lock(&self.shared).pending.clone();
         for p in &pending {
-            if socket.feed(Message::text(text_frame(p))).await.is_err() {
-                return SessionEnd::Lost;
+            if let Err(e) = socket.feed(Message::text(text_frame(p))).await {
+                return SessionEnd::Lost(e.into());
             }
         }
-        if socket.flush().await.is_err() {
-            return SessionEnd::Lost;
+        if let Err(e) = socket.flush().await {
+            return SessionEnd::Lost(e.into());
         }
+        let renewal = self.renew_in();
+        let renew = async {
+            match renewal {
+                Some(after) => tokio::time::sleep(after).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(renew);
         loop {
             tokio::select! {
+                () = &mut renew => {
+                    // Leave before the server closes the socket at expiry;
+                    // the next connection resumes after the last seq, so
+                    // nothing sent meanwhile is lost.
+                    tracing::debug!("renewing the access token");
+                    let _ = tokio::time::timeout(Duration::from_secs(1), close(&mut socket)).await;
+                    return SessionEnd::Renew;
+                }
                 command = self.commands.recv() => match command {
                     Some(Command::Text(p)) => {
-                        if socket.send(Message::text(text_frame(&p))).await.is_err() {
-                            return SessionEnd::Lost;
+                        if let Err(e) = socket.send(Message::text(text_frame(&p))).await {
+                            return SessionEnd::Lost(e.into());
                         }
                     }
                     Some(Command::Edit { frame, done }) => {
-                        let sent = socket.send(Message::text(frame)).await;
-                        let lost = sent.is_err();
-                        let _ = done.send(sent.map_err(ClientError::from));
-                        if lost {
-                            return SessionEnd::Lost;
+                        match socket.send(Message::text(frame)).await {
+                            Ok(()) => {
+                                let _ = done.send(Ok(()));
+                            }
+                            Err(e) => {
+                                let _ = done.send(Err(ClientError::NotConnected));
+                                return SessionEnd::Lost(e.into());
+                            }
                         }
                     }
                     Some(Command::Close) | None => {
@@ -464,20 +553,43 @@ impl Task {
                 },
                 message = socket.next() => match message {
                     Some(Ok(Message::Text(text))) => self.receive(text.as_str()),
-                    Some(Ok(Message::Close(frame))) => {
-                        if let Some(f) = frame.filter(|f| f.code == CloseCode::Policy) {
-                            return SessionEnd::Fatal(ClientError::Policy(f.reason.to_string()));
-                        }
-                        return SessionEnd::Lost;
-                    }
+                    Some(Ok(Message::Close(frame))) => return self.closed_by_server(frame),
                     Some(Ok(_)) => {}
                     Some(Err(e)) => {
                         tracing::debug!(error = %e, "socket lost");
-                        return SessionEnd::Lost;
+                        return SessionEnd::Lost(e.into());
                     }
-                    None => return SessionEnd::Lost,
+                    None => {
+                        return SessionEnd::Lost(ClientError::Lost(
+                            "the connection ended without a close frame".into(),
+                        ));
+                    }
                 },
             }
+        }
+    }
+
+    /// What the server's close frame means: 1008 "Token expired." renews
+    /// the token when a provider can, any other 1008 stops the client,
+    /// anything else reconnects.
+    fn closed_by_server(&self, frame: Option<CloseFrame>) -> SessionEnd {
+        let Some(frame) = frame else {
+            return SessionEnd::Lost(ClientError::Lost(
+                "the server closed the socket without a code".into(),
+            ));
+        };
+        let reason = frame.reason.to_string();
+        match frame.code {
+            CloseCode::Policy
+                if reason == TOKEN_EXPIRED && self.config.token_provider.is_some() =>
+            {
+                SessionEnd::Renew
+            }
+            CloseCode::Policy => SessionEnd::Fatal(ClientError::Policy(reason)),
+            code => SessionEnd::Lost(ClientError::Lost(format!(
+                "the server closed the socket: {} {reason}",
+                u16::from(code)
+            ))),
         }
     }
 
@@ -538,6 +650,25 @@ fn track_presence(presence: &mut BTreeSet<Username>, event: &ChatEvent) {
     }
 }
 
+/// Runs `work` while there is no socket, answering commands meanwhile;
+/// `None` if the client was closed first.
+async fn answering<F: std::future::Future>(
+    commands: &mut mpsc::Receiver<Command>,
+    work: F,
+) -> Option<F::Output> {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            output = &mut work => return Some(output),
+            command = commands.recv() => {
+                if !offline(command) {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
 /// A command while there is no socket: sends stay pending (they go out on
 /// the next connection), edits are refused. False on close.
 fn offline(command: Option<Command>) -> bool {
@@ -573,14 +704,20 @@ async fn close(socket: &mut Socket) -> bool {
     answered
 }
 
-/// One handshake to the room, resuming after `since`.
-async fn connect(config: &ClientConfig, since: Seq) -> Result<Socket, ClientError> {
+/// One handshake to the room as `auth`, resuming after `since`.
+async fn connect(
+    config: &ClientConfig,
+    auth: &Auth,
+    tls: &Arc<rustls::ClientConfig>,
+    since: Seq,
+) -> Result<Socket, ClientError> {
     let settings = |e: &dyn std::fmt::Display| ClientError::Settings(e.to_string());
-    let mut request = config
-        .url(since)
+    let url = config.url(since);
+    let mut request = url
+        .as_str()
         .into_client_request()
         .map_err(|e| settings(&e))?;
-    let (name, value) = match &config.auth {
+    let (name, value) = match auth {
         Auth::Cookie { name, token } => {
             (HeaderName::from_static("cookie"), format!("{name}={token}"))
         }
@@ -600,13 +737,17 @@ async fn connect(config: &ClientConfig, since: Seq) -> Result<Socket, ClientErro
             HeaderValue::from_str(origin).map_err(|e| settings(&e))?,
         );
     }
-    match tokio::time::timeout(
-        config.connect_timeout,
-        tokio_tungstenite::connect_async(request),
-    )
-    .await
-    {
-        Err(_) => Err(ClientError::Timeout),
+    let handshake = tokio_tungstenite::connect_async_tls_with_config(
+        request,
+        None,
+        true,
+        Some(Connector::Rustls(Arc::clone(tls))),
+    );
+    match tokio::time::timeout(config.connect_timeout, handshake).await {
+        Err(_) => Err(ClientError::Timeout {
+            url,
+            after: config.connect_timeout,
+        }),
         Ok(Ok((socket, _))) => Ok(socket),
         Ok(Err(tungstenite::Error::Http(response))) => {
             let message = response
@@ -632,7 +773,7 @@ mod tests {
     use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 
     use super::*;
-    use crate::{Backoff, ClientEvent};
+    use crate::{Backoff, CertificateDer, ClientEvent};
 
     /// A scripted server: accepts one socket per script step and reports
     /// the request URI it was opened with. (The callback's error type is
@@ -789,6 +930,230 @@ mod tests {
             .await
             .expect("status");
         assert!(client.presence().is_empty());
+        client.close().await;
+    }
+
+    /// Requests as a scripted server saw them: URI and `Authorization`.
+    type Seen = StdMutex<Vec<(String, String)>>;
+
+    /// Upgrades any stream (plain or TLS), noting the request.
+    #[allow(clippy::result_large_err)]
+    async fn upgrade<S>(stream: S, seen: &Seen) -> WebSocketStream<S>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let callback = |req: &Request, res: Response| {
+            let auth = req
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            seen.lock()
+                .expect("lock")
+                .push((req.uri().to_string(), auth));
+            Ok(res)
+        };
+        tokio_tungstenite::accept_hdr_async(stream, callback)
+            .await
+            .expect("upgrade")
+    }
+
+    /// Waits for the client's status to satisfy `want`.
+    async fn status(client: &Client, want: impl Fn(&Status) -> bool) -> Status {
+        let mut changes = client.status_changes();
+        let status = tokio::time::timeout(Duration::from_secs(10), changes.wait_for(|s| want(s)))
+            .await
+            .expect("status in time")
+            .expect("client running");
+        status.clone()
+    }
+
+    #[tokio::test]
+    async fn a_token_expired_close_renews_the_token_and_resumes_at_once() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::clone(&calls);
+        let provider = crate::TokenProvider::new(move || {
+            let n = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            async move { Ok::<_, std::io::Error>(format!("token-{n}")) }
+        });
+        let config = ClientConfig::new(
+            &format!("ws://{addr}/ws/chat"),
+            "alice",
+            "room",
+            Auth::Bearer(String::new()),
+        )
+        .expect("config")
+        .with_token_provider(provider)
+        // A backoff longer than the test: only an immediate reconnect passes.
+        .with_backoff(Backoff {
+            base: Duration::from_secs(600),
+            max: Duration::from_secs(600),
+        });
+        let (client, _events) = Client::connect(config);
+        let seen = Seen::default();
+
+        let (tcp, _) = listener.accept().await.expect("accept");
+        let mut first = upgrade(tcp, &seen).await;
+        first
+            .send(Message::text(new_event(1, "before", "other")))
+            .await
+            .expect("send");
+        first
+            .send(Message::Close(Some(CloseFrame {
+                code: CloseCode::Policy,
+                reason: TOKEN_EXPIRED.into(),
+            })))
+            .await
+            .expect("close");
+        let (tcp, _) = listener.accept().await.expect("accept");
+        let _second = upgrade(tcp, &seen).await;
+        status(&client, Status::is_connected).await;
+
+        let seen = seen.lock().expect("lock").clone();
+        assert_eq!(
+            seen,
+            [
+                (
+                    "/ws/chat/alice/room?since=0".into(),
+                    "Bearer token-1".into()
+                ),
+                (
+                    "/ws/chat/alice/room?since=1".into(),
+                    "Bearer token-2".into()
+                ),
+            ]
+        );
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+        client.close().await;
+    }
+
+    #[tokio::test]
+    async fn without_a_token_provider_a_token_expired_close_stops_the_client() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let config = ClientConfig::new(
+            &format!("ws://{addr}/ws/chat"),
+            "alice",
+            "room",
+            Auth::Bearer("t".into()),
+        )
+        .expect("config");
+        let (client, _events) = Client::connect(config);
+        let seen = Seen::default();
+        let (tcp, _) = listener.accept().await.expect("accept");
+        let mut socket = upgrade(tcp, &seen).await;
+        socket
+            .send(Message::Close(Some(CloseFrame {
+                code: CloseCode::Policy,
+                reason: TOKEN_EXPIRED.into(),
+            })))
+            .await
+            .expect("close");
+        let end = status(&client, |s| matches!(s, Status::Failed(_))).await;
+        let Status::Failed(e) = end else {
+            unreachable!()
+        };
+        assert_eq!(
+            e.to_string(),
+            "closed by the server by policy: Token expired."
+        );
+        client.close().await;
+    }
+
+    /// A TLS acceptor for `localhost` with a fresh self-signed certificate,
+    /// and that certificate (the root a client must trust).
+    fn tls_server() -> (tokio_rustls::TlsAcceptor, CertificateDer<'static>) {
+        let key = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
+        let cert = CertificateDer::from(key.cert.der().to_vec());
+        let private =
+            rustls::pki_types::PrivateKeyDer::try_from(key.key_pair.serialize_der()).expect("key");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], private)
+            .expect("server config");
+        (tokio_rustls::TlsAcceptor::from(Arc::new(config)), cert)
+    }
+
+    #[tokio::test]
+    async fn wss_connects_to_a_server_whose_root_is_configured() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let (acceptor, root) = tls_server();
+        let config = ClientConfig::new(
+            &format!("wss://localhost:{port}/ws/chat"),
+            "alice",
+            "room",
+            Auth::Bearer("t".into()),
+        )
+        .expect("config")
+        .with_root_certificates([root]);
+        let (client, mut events) = Client::connect(config);
+        let seen = Seen::default();
+        let (tcp, _) = listener.accept().await.expect("accept");
+        let tls = acceptor.accept(tcp).await.expect("TLS handshake");
+        let mut socket = upgrade(tls, &seen).await;
+        socket
+            .send(Message::text(new_event(1, "over TLS", "c")))
+            .await
+            .expect("send");
+        loop {
+            let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+                .await
+                .expect("in time")
+                .expect("running");
+            if let ClientEvent::Frame(ServerFrame::Message(ChatMessage::New(new))) = event {
+                assert_eq!(new.body, "over TLS");
+                break;
+            }
+        }
+        let id = client.send("hello").await.expect("send");
+        let frame = loop {
+            match socket.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    break serde_json::from_str::<serde_json::Value>(t.as_str()).expect("json");
+                }
+                Some(Ok(_)) => continue,
+                other => panic!("expected a frame, got {other:?}"),
+            }
+        };
+        assert_eq!(frame["clientId"], id.as_str());
+        assert_eq!(
+            seen.lock().expect("lock")[0].0,
+            "/ws/chat/alice/room?since=0"
+        );
+        client.close().await;
+    }
+
+    #[tokio::test]
+    async fn wss_to_an_untrusted_certificate_fails_for_good_and_says_why() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let (acceptor, _root) = tls_server();
+        let config = ClientConfig::new(
+            &format!("wss://localhost:{port}/ws/chat"),
+            "alice",
+            "room",
+            Auth::Bearer("t".into()),
+        )
+        .expect("config");
+        let (client, _events) = Client::connect(config);
+        let (tcp, _) = listener.accept().await.expect("accept");
+        assert!(acceptor.accept(tcp).await.is_err(), "the client refuses");
+        let end = status(&client, |s| matches!(s, Status::Failed(_))).await;
+        let Status::Failed(e) = end else {
+            unreachable!()
+        };
+        let message = e.to_string();
+        assert!(
+            message.starts_with("websocket error: ") && message.contains("UnknownIssuer"),
+            "{message}"
+        );
         client.close().await;
     }
 

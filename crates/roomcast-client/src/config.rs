@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use roomcast_domain::{RoomSlug, Seq, Username};
+use rustls::pki_types::CertificateDer;
 
-use crate::{Backoff, ClientError};
+use crate::{Backoff, ClientError, TokenProvider};
 
 /// How the client proves who it is (PROTOCOL.md section 1).
 #[derive(Clone, PartialEq, Eq)]
@@ -25,14 +26,48 @@ impl std::fmt::Debug for Auth {
     }
 }
 
+impl Auth {
+    /// The same kind of credential with another token.
+    pub(crate) fn with_token(&self, token: String) -> Auth {
+        match self {
+            Auth::Cookie { name, .. } => Auth::Cookie {
+                name: name.clone(),
+                token,
+            },
+            Auth::Bearer(_) => Auth::Bearer(token),
+        }
+    }
+
+    pub(crate) fn token(&self) -> &str {
+        match self {
+            Auth::Cookie { token, .. } | Auth::Bearer(token) => token,
+        }
+    }
+}
+
 /// Everything [`Client::connect`](crate::Client::connect) needs.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     /// `ws://host:port/ws/chat` (the fixture's `ws_base`).
+    /// `ws://host:port/ws/chat`, or `wss://` (TLS, see
+    /// [`extra_roots`](Self::extra_roots)).
     pub ws_base: String,
     pub host: Username,
     pub slug: RoomSlug,
+    /// The credential's kind and first token (with a token provider, an
+    /// empty token: the provider gives the first one).
     pub auth: Auth,
+    /// Renews the token before it expires and after the server closed the
+    /// socket because it had (1008 "Token expired."); `None`: the token in
+    /// `auth` is used until it is refused, which stops the client.
+    pub token_provider: Option<TokenProvider>,
+    /// How long before a token's expiry (its JWT `exp`) the provider is
+    /// asked for the next one (at most a quarter of the token's life).
+    pub renew_before: Duration,
+    /// Root certificates trusted for `wss://` besides the public ones
+    /// compiled in (Mozilla's, from `webpki-roots`): a private CA, a
+    /// self-signed server.
+    pub extra_roots: Vec<CertificateDer<'static>>,
     /// Sent as `Origin` when set (a server checks it only when present).
     pub origin: Option<String>,
     /// The seq the client has already seen: 0 (the default) replays the
@@ -56,6 +91,9 @@ impl ClientConfig {
             host: Username::parse(host)?,
             slug: RoomSlug::parse(slug)?,
             auth,
+            token_provider: None,
+            renew_before: Duration::from_secs(30),
+            extra_roots: Vec::new(),
             origin: None,
             since: Seq::ZERO,
             backoff: Backoff::default(),
@@ -72,6 +110,22 @@ impl ClientConfig {
 
     pub fn with_backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
+        self
+    }
+
+    /// Renews tokens with `provider` (see [`TokenProvider`]).
+    pub fn with_token_provider(mut self, provider: TokenProvider) -> Self {
+        self.token_provider = Some(provider);
+        self
+    }
+
+    /// Trusts these root certificates too (see
+    /// [`certificates_from_pem`](crate::certificates_from_pem)).
+    pub fn with_root_certificates(
+        mut self,
+        roots: impl IntoIterator<Item = CertificateDer<'static>>,
+    ) -> Self {
+        self.extra_roots.extend(roots);
         self
     }
 

@@ -19,7 +19,14 @@
 //! On `reset` the list is emptied. Sends not yet confirmed are sent again
 //! with the same `clientId` after each reconnect; the server stores each
 //! once. 401/403/404 refusals and a 1008 close stop it for good
-//! ([`Status::Failed`]).
+//! ([`Status::Failed`]), except a 1008 "Token expired." when a
+//! [`TokenProvider`] can renew the token: the client asks it for a new one
+//! before expiry, or after that close, and reconnects with it at once.
+//!
+//! `wss://` uses rustls with the public roots compiled in
+//! ([`ClientConfig::with_root_certificates`] adds others); [`login`] and
+//! [`Api`] make the HTTP calls a service needs to log in and renew. Every
+//! [`ClientError`] message carries its causes. See the crate's README.
 //!
 //! ```no_run
 //! use roomcast_client::{Auth, Client, ClientConfig, ClientEvent};
@@ -51,14 +58,21 @@
 //! Invariant: this crate knows the wire protocol only through
 //! `roomcast-domain`; it never depends on the server's crates.
 
+mod api;
 mod backoff;
 mod client;
 mod config;
 mod error;
 mod messages;
+mod tls;
+mod token;
 
+pub use api::{Api, Tokens, login};
 pub use backoff::Backoff;
 pub use client::{Client, ClientEvent, Events, PendingSend, Status};
 pub use config::{Auth, ClientConfig};
-pub use error::ClientError;
+pub use error::{BoxError, ClientError};
 pub use messages::{Applied, MessageList};
+pub use rustls::pki_types::CertificateDer;
+pub use tls::certificates_from_pem;
+pub use token::TokenProvider;
