@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::{Message, MessageId, RoomId, Timestamp};
+use crate::{Message, MessageBody, MessageId, RoomId, Timestamp};
 
 /// A room's event sequence number: 1 for its first event, then exactly one
 /// more for each stored event. A gap means a missed event. On the wire it
@@ -108,7 +108,9 @@ pub enum EventKind {
     /// A message's body was edited.
     Update {
         id: MessageId,
-        body: String,
+        /// `None` when the message was deleted since: a deletion takes its
+        /// bodies out of the log, edits included.
+        body: Option<MessageBody>,
         edited: bool,
         updated: Timestamp,
     },

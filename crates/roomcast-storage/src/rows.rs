@@ -5,8 +5,8 @@
 //! once, with the column lists the queries select.
 
 use roomcast_domain::{
-    ClientId, Event, EventKind, Message, MessageId, Room, RoomId, RoomSlug, Scopes, Seq,
-    ServiceKeyId, Timestamp, User, UserId, Username, Visibility,
+    ClientId, Event, EventKind, Message, MessageBody, MessageId, Room, RoomId, RoomSlug, Scopes,
+    Seq, ServiceKeyId, Timestamp, User, UserId, Username, Visibility,
 };
 use sqlx::Row;
 use sqlx::postgres::PgRow;
@@ -201,6 +201,18 @@ pub(crate) fn message<R: StoredRow>(row: &R) -> Result<Message, StorageError> {
     })
 }
 
+/// An edit's stored body: empty once its message was deleted; otherwise
+/// it was parsed before it was stored, so a bad one is a corrupt row, not
+/// a message to show.
+fn update_body(text: &str) -> Result<Option<MessageBody>, StorageError> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    MessageBody::parse(text)
+        .map(Some)
+        .map_err(|e| corrupt(format!("stored edit body: {e}")))
+}
+
 pub(crate) fn event<R: StoredRow>(row: &R) -> Result<Event, StorageError> {
     let room_id = RoomId::from_uuid(row.uuid("room_id")?);
     let seq = seq(row, "seq")?;
@@ -221,7 +233,7 @@ pub(crate) fn event<R: StoredRow>(row: &R) -> Result<Event, StorageError> {
         }),
         ACTION_UPDATE => EventKind::Update {
             id,
-            body: row.text("body")?,
+            body: update_body(&row.text("body")?)?,
             edited: row.flag("edited")?,
             updated: ts(row, "updated_at")?,
         },

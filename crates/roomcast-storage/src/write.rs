@@ -343,22 +343,22 @@ impl Planner {
         let now = Timestamp::now();
         let (action, body, edited, kind) = match change {
             Change::Edit(body) => {
-                let body = body.as_str().to_owned();
+                let text = body.as_str().to_owned();
                 self.edits.insert(
                     id,
                     EditRow {
                         id,
-                        body: body.clone(),
+                        body: text.clone(),
                         updated: now,
                     },
                 );
                 let kind = EventKind::Update {
                     id,
-                    body: body.clone(),
+                    body: Some(body.clone()),
                     edited: true,
                     updated: now,
                 };
-                (ACTION_UPDATE, body, true, kind)
+                (ACTION_UPDATE, text, true, kind)
             }
             Change::Delete => {
                 self.known.live.remove(&id);

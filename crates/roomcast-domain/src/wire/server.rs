@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Event, EventKind, MessageId, Seq, Timestamp, UserId, Username};
+use crate::{Event, EventKind, MessageBody, MessageId, Seq, Timestamp, UserId, Username};
 
 /// A frame from the server that is not an error.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -220,7 +220,7 @@ impl ServerFrame {
                 updated,
             } => ChatMessage::Update(UpdateFrame {
                 id: *id,
-                body: body.clone(),
+                body: body.as_ref().map_or("", MessageBody::as_str).to_owned(),
                 edited: *edited,
                 updated: *updated,
                 seq,
@@ -325,7 +325,7 @@ mod tests {
             seq: Seq::new(2),
             kind: EventKind::Update {
                 id,
-                body: "b".into(),
+                body: Some(MessageBody::parse("b").expect("body")),
                 edited: true,
                 updated,
             },
