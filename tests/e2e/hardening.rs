@@ -628,15 +628,7 @@ async fn logout_revokes_the_sessions_access_tokens_and_closes_its_sockets() {
         .await
         .expect("connect");
 
-    let (status, _, _) = api
-        .call(
-            reqwest::Method::POST,
-            "/api/auth/logout",
-            Some(&alice.token),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(api.logout(&alice.token).await, StatusCode::NO_CONTENT);
     assert_eq!(
         here.closed().await,
         Some(1008),
@@ -670,15 +662,7 @@ async fn a_logout_on_one_node_is_honoured_by_the_others() {
     let mut elsewhere = ws(&second, "alice", "home", &alice.token)
         .await
         .expect("connect to the second node");
-    let (status, _, _) = api
-        .call(
-            reqwest::Method::POST,
-            "/api/auth/logout",
-            Some(&alice.token),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(api.logout(&alice.token).await, StatusCode::NO_CONTENT);
     assert_eq!(elsewhere.closed().await, Some(1008));
     let (status, _) = Api::new(&second).get("/api/me", &alice.token).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);

@@ -72,6 +72,14 @@ impl Api {
         (s, v)
     }
 
+    /// Logs the token's session out; the status says whether it did.
+    pub(crate) async fn logout(&self, token: &str) -> StatusCode {
+        let (status, _, _) = self
+            .call(reqwest::Method::POST, "/api/auth/logout", Some(token), None)
+            .await;
+        status
+    }
+
     pub(crate) async fn signup(&self, username: &str) -> Account {
         let (status, body, headers) = self
             .call(

@@ -65,6 +65,15 @@ function connect(s: Setup, replay: unknown[] = []) {
   return sock;
 }
 
+/** A room on an empty history, started and connected. */
+async function started(): Promise<Setup> {
+  const s = setup();
+  s.room.start();
+  await settle();
+  connect(s);
+  return s;
+}
+
 const bodies = (s: Setup) => s.room.state.messages.map((m) => m.body);
 
 test("history loads over HTTP, then the socket resumes after its last seq", async () => {
@@ -125,10 +134,7 @@ test("failed attempts back off exponentially and never stop", async () => {
 });
 
 test("a clean close from the server is retried too", async () => {
-  const s = setup();
-  s.room.start();
-  await settle();
-  connect(s);
+  const s = await started();
   s.sockets.last.drop(1000);
   await settle();
   await s.clock.advance(1000);
@@ -136,10 +142,7 @@ test("a clean close from the server is retried too", async () => {
 });
 
 test("a message typed offline waits in the pending list and is sent once when back", async () => {
-  const s = setup();
-  s.room.start();
-  await settle();
-  connect(s);
+  const s = await started();
   s.sockets.last.drop(1006);
   await settle();
   assert.equal(s.room.send("while away"), "c1");
@@ -163,10 +166,7 @@ test("a message typed offline waits in the pending list and is sent once when ba
 });
 
 test("a message sent but unconfirmed before a drop is sent again with the same clientId", async () => {
-  const s = setup();
-  s.room.start();
-  await settle();
-  connect(s);
+  const s = await started();
   s.room.send("hello");
   assert.equal(s.sockets.last.ofType("text").length, 1);
   s.sockets.last.drop(1006);
@@ -231,10 +231,7 @@ test("a 1008 token-expired close refreshes the session and reconnects at once", 
 });
 
 test("another 1008 (flooding) is retried with backoff, not the end", async () => {
-  const s = setup();
-  s.room.start();
-  await settle();
-  connect(s);
+  const s = await started();
   s.sockets.last.drop(1008, "Too many messages.");
   await settle();
   assert.equal(s.room.state.status, "reconnecting");
@@ -244,10 +241,7 @@ test("another 1008 (flooding) is retried with backoff, not the end", async () =>
 });
 
 test("a 1008 for a revoked membership ends with a clear status and no retries", async () => {
-  const s = setup();
-  s.room.start();
-  await settle();
-  connect(s);
+  const s = await started();
   s.sockets.last.drop(1008, "Membership revoked.");
   await settle();
   await s.clock.advance(120_000);
@@ -257,10 +251,7 @@ test("a 1008 for a revoked membership ends with a clear status and no retries", 
 });
 
 test("a refused handshake for a room that is no longer ours ends as revoked", async () => {
-  const s = setup();
-  s.room.start();
-  await settle();
-  connect(s);
+  const s = await started();
   s.sockets.last.drop(1006);
   await settle();
   s.http.on("GET /api/rooms/alice/den", () => ({ status: 404, body: { error: "Room not found.", code: "not_found" } }));

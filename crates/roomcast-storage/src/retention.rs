@@ -61,54 +61,29 @@ async fn prune_forever(storage: Storage, keep: Duration) {
 mod tests {
     use std::sync::Arc;
 
-    use roomcast_domain::{MessageBody, RoomSlug, Seq, Username, Visibility};
+    use roomcast_domain::Seq;
 
     use super::*;
-    use crate::{NewMessage, NewRoom, NewUser, SqliteStore};
+    use crate::{SqliteStore, conformance};
 
     /// The task prunes at once when started (then hourly): with nothing
     /// kept, the one stored event leaves the log and its message stays.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn started_retention_prunes_the_log_and_keeps_messages() {
         let store: Storage = Arc::new(SqliteStore::open("sqlite::memory:").await.expect("open"));
-        let alice = store
-            .create_user(NewUser {
-                username: Username::parse("alice").expect("name"),
-                name: "Alice".into(),
-                email: None,
-                password_hash: None,
-            })
-            .await
-            .expect("user");
-        let room = store
-            .create_room(NewRoom {
-                host: alice.id,
-                slug: RoomSlug::parse("general").expect("slug"),
-                name: "General".into(),
-                description: String::new(),
-                visibility: Visibility::Public,
-            })
-            .await
-            .expect("room");
-        store
-            .post_message(NewMessage {
-                room_id: room.id,
-                author: alice,
-                body: MessageBody::parse("hello").expect("body"),
-                client_id: None,
-            })
-            .await
-            .expect("post");
+        let alice = conformance::user(&store, "alice").await;
+        let room = conformance::room(&store, &alice, "general").await;
+        conformance::post(&store, room, &alice, "hello").await;
         let _retention = Retention::start(store.clone(), Duration::ZERO);
         let pruned = async {
-            while store.first_kept_seq(room.id).await.expect("first") != Seq::new(2) {
+            while store.first_kept_seq(room).await.expect("first") != Seq::new(2) {
                 tokio::task::yield_now().await;
             }
         };
         tokio::time::timeout(Duration::from_secs(10), pruned)
             .await
             .expect("pruned by the first tick");
-        let history = store.history(room.id, None, 10).await.expect("history");
+        let history = store.history(room, None, 10).await.expect("history");
         assert_eq!(history.len(), 1, "messages stay");
     }
 }

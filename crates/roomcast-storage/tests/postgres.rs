@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use roomcast_storage::postgres::TestDatabase;
-use roomcast_storage::{PgStore, Storage};
+use roomcast_storage::{PgStore, Storage, conformance};
 
 fn admin_url() -> String {
     std::env::var("ROOMCAST_TEST_PG_URL").unwrap_or_else(|_| TestDatabase::DEFAULT_ADMIN_URL.into())
@@ -209,9 +209,6 @@ struct ProxiedRoom {
 
 impl ProxiedRoom {
     async fn create() -> Option<Self> {
-        use roomcast_domain::{RoomSlug, Username};
-        use roomcast_storage::{NewRoom, NewUser};
-
         let admin = admin_url();
         if !admin.contains("127.0.0.1:5432") {
             eprintln!("skipped: the proxy only fronts 127.0.0.1:5432");
@@ -221,26 +218,8 @@ impl ProxiedRoom {
             .await
             .expect("create a test database");
         let direct: Storage = Arc::new(PgStore::open(db.url()).await.expect("open"));
-        let host = direct
-            .create_user(NewUser {
-                username: Username::parse("alice").expect("name"),
-                name: "Alice".into(),
-                email: None,
-                password_hash: None,
-            })
-            .await
-            .expect("user");
-        let room = direct
-            .create_room(NewRoom {
-                host: host.id,
-                slug: RoomSlug::parse("doubt").expect("slug"),
-                name: "doubt".into(),
-                description: String::new(),
-                visibility: roomcast_domain::Visibility::Private,
-            })
-            .await
-            .expect("room")
-            .id;
+        let host = conformance::user(&direct, "alice").await;
+        let room = conformance::room(&direct, &host, "doubt").await;
         let proxy = cutting_proxy::Proxy::start("127.0.0.1:5432").await;
         let proxied_url =
             db.url()

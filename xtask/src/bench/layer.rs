@@ -9,9 +9,8 @@
 //! finds how many publishes per second one Redis carries end to end on
 //! this machine. Target: Redis adds at most 1 ms at p50.
 //!
-//! The measurement always runs in release: invoked normally, this task
-//! re-runs itself with `cargo run --release` and `--measure`. Results go
-//! to the run's file under `bench/results/` (see bench/README.md).
+//! The measurement always runs in release (`cargo xtask bench` re-runs
+//! itself so). Results go to the run's file under `bench/results/` (see bench/README.md).
 //!
 //! Flags: `--rate N` publishes/s (default 2000), `--rooms N` (100),
 //! `--secs N` measured seconds (5), `--size N` frame bytes (200),
@@ -47,20 +46,8 @@ struct Params {
 }
 
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
-    if args.first().map(String::as_str) != Some("--measure") {
-        // Re-run ourselves optimized: debug numbers would measure the
-        // compiler, not the layer.
-        let mut forwarded = vec!["run", "--release", "--quiet", "--package", "xtask", "--"];
-        forwarded.extend(["bench", "layer", "--measure"]);
-        forwarded.extend(args.iter().map(String::as_str));
-        return crate::cargo(&forwarded);
-    }
-    let params = parse(&args[1..])?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(measure(params))
+    let params = parse(args)?;
+    super::multi_thread_runtime()?.block_on(measure(params))
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Params> {

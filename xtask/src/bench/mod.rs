@@ -131,15 +131,15 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         eprintln!("{USAGE}");
         return Ok(());
     }
+    if cfg!(debug_assertions) {
+        return rerun_in_release("bench", args);
+    }
     // In-process component benchmarks, with their own options.
     match scenario {
         "storage" => return storage::run(&args[1..]),
         "layer" => return layer::run(&args[1..]),
         "unread" => return unread::run(&args[1..]),
         _ => {}
-    }
-    if cfg!(debug_assertions) {
-        return rerun_in_release("bench", args);
     }
     let opts = Opts::parse(&args[1..])?;
     let runtime = runtime(&opts)?;
@@ -160,6 +160,15 @@ pub(crate) fn audit_command(args: &[String]) -> anyhow::Result<()> {
     let path = opts.text("fixture").context("audit needs --fixture FILE")?;
     let runtime = runtime(&opts)?;
     runtime.block_on(scenarios::audit_log(path))
+}
+
+/// The runtime of an in-process benchmark: the component under test
+/// gets every core, as it would in a server.
+fn multi_thread_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
 
 fn runtime(opts: &Opts) -> anyhow::Result<tokio::runtime::Runtime> {

@@ -54,20 +54,8 @@ impl Outcome {
 }
 
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
-    if cfg!(debug_assertions) {
-        // `cargo xtask` is a debug build; numbers from it would measure the
-        // debug build of sqlx. Build and run this task again in release.
-        let mut forwarded = vec!["run", "--release", "--package", "xtask", "--quiet", "--"];
-        forwarded.extend(["bench", "storage"]);
-        forwarded.extend(args.iter().map(String::as_str));
-        return crate::cargo(&forwarded);
-    }
     let settings = parse(args)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(bench(settings))
+    super::multi_thread_runtime()?.block_on(bench(settings))
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Settings> {
