@@ -11,10 +11,26 @@
 //! allocator does not hand those back promptly (measured: +19 MiB resident
 //! per check on one thread, for the first ten or so). With memory allocated
 //! once per worker, resident memory is `workers x 19 MiB`, flat under any
-//! storm.
+//! storm, and a worker idle for [`RELEASE_AFTER`] gives its memory back, so
+//! the server returns to its baseline once a storm is over. Giving back
+//! must reach the operating system, not just the allocator: glibc serves
+//! a freed 19 MiB block's successor from its heap, where it stays resident
+//! (it raises its mmap threshold to the size of each freed mapping, up to
+//! 32 MiB). So a worker reserves at least [`SCRATCH_FLOOR_BLOCKS`] (33 MiB
+//! of address space, of which only what a check touches is resident):
+//! above that ceiling every reservation is a mapping of its own, unmapped
+//! when freed.
+//!
+//! Why the workers run at a lower scheduling priority (nice
+//! [`WORKER_NICE`] on Linux): a check is tens of milliseconds of a core,
+//! and a storm from many addresses with made-up account names gets past
+//! the per-address and per-account throttles, so the gate would keep every
+//! core it allows busy with hashing and every socket would wait behind it.
+//! At nice 10 a socket thread that wants the core gets about nine tenths
+//! of it (the scheduler's weights are 1024 against 110): under a storm
+//! log-ins slow down, chat does not.
 
-use std::sync::mpsc;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
@@ -28,6 +44,17 @@ use crate::ApiError;
 /// many check durations.
 const QUEUE_PER_WORKER: usize = 8;
 
+/// A worker with no check for this long frees its argon2 memory.
+const RELEASE_AFTER: Duration = Duration::from_secs(10);
+
+/// The least a worker reserves for its argon2 memory, in 1 KiB blocks
+/// (33 MiB, above glibc's largest mmap threshold; see the module doc).
+const SCRATCH_FLOOR_BLOCKS: usize = 33 * 1024;
+
+/// The workers' nice value (Linux), or their current one if already lower
+/// in priority.
+const WORKER_NICE: i32 = 10;
+
 /// A worker's argon2 memory, grown once to the largest cost it has run.
 type Scratch = Vec<Block>;
 
@@ -40,7 +67,7 @@ const MAX_BLOCKS: usize = 4 * Params::DEFAULT_M_COST as usize;
 /// At most `workers` argon2 runs at once, and a bounded queue.
 #[derive(Debug)]
 pub(crate) struct PasswordGate {
-    jobs: mpsc::SyncSender<Job>,
+    jobs: flume::Sender<Job>,
     queue_timeout: Duration,
 }
 
@@ -48,23 +75,19 @@ impl PasswordGate {
     /// Starts `workers` threads; they end when the gate is dropped.
     pub(crate) fn new(workers: usize, queue_timeout: Duration) -> Self {
         let workers = workers.max(1);
-        let (jobs, queue) = mpsc::sync_channel::<Job>(workers * QUEUE_PER_WORKER);
-        let queue = Arc::new(std::sync::Mutex::new(queue));
+        let (jobs, queue) = flume::bounded::<Job>(workers * QUEUE_PER_WORKER);
         for i in 0..workers {
             let queue = queue.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("roomcast-argon2-{i}"))
                 .spawn(move || {
+                    lower_priority();
                     let mut scratch = Scratch::new();
                     loop {
-                        // The lock is held only to take the next job.
-                        let job = match queue.lock() {
-                            Ok(q) => q.recv(),
-                            Err(_) => return,
-                        };
-                        match job {
+                        match queue.recv_timeout(RELEASE_AFTER) {
                             Ok(job) => job(&mut scratch),
-                            Err(_) => return, // the gate is gone
+                            Err(flume::RecvTimeoutError::Timeout) => scratch = Scratch::new(),
+                            Err(flume::RecvTimeoutError::Disconnected) => return, // the gate is gone
                         }
                     }
                 });
@@ -198,9 +221,25 @@ fn verify_with(scratch: &mut Scratch, password: &[u8], stored: &str) -> bool {
 /// The worker's memory, at least `blocks` long.
 fn memory(scratch: &mut Scratch, blocks: usize) -> &mut [Block] {
     if scratch.len() < blocks {
+        let floor = blocks.max(SCRATCH_FLOOR_BLOCKS);
+        scratch.reserve_exact(floor - scratch.len());
         scratch.resize(blocks, Block::default());
     }
     &mut scratch[..blocks]
+}
+
+/// Moves the calling worker thread to [`WORKER_NICE`] (see the module
+/// doc); a failure only costs that protection, so it is logged.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::process::{getpriority_process, setpriority_process};
+        let me = Some(rustix::thread::gettid());
+        let nice = getpriority_process(me).unwrap_or(0).max(WORKER_NICE);
+        if let Err(e) = setpriority_process(me, nice) {
+            tracing::warn!(error = %e, "cannot lower the password workers' priority");
+        }
+    }
 }
 
 /// A hash of nothing anyone knows, computed once per process.
@@ -211,6 +250,8 @@ fn dummy_hash(scratch: &mut Scratch) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     #[tokio::test]
@@ -260,6 +301,50 @@ mod tests {
             Params::DEFAULT_M_COST as usize,
             "memory allocated once"
         );
+        assert!(
+            scratch.capacity() >= SCRATCH_FLOOR_BLOCKS,
+            "reserved above glibc's largest mmap threshold, so freeing it unmaps it"
+        );
+    }
+
+    /// The workers' nice value, read from `/proc` by thread name (`None`
+    /// when no such thread runs yet).
+    #[cfg(target_os = "linux")]
+    fn argon2_workers_nice() -> Vec<i32> {
+        let mut nice = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").expect("/proc") {
+            let stat = std::fs::read_to_string(task.expect("task").path().join("stat"));
+            let Ok(stat) = stat else { continue };
+            // "tid (comm) state ..."; nice is the 19th field, the 17th after comm.
+            let Some((head, rest)) = stat.rsplit_once(") ") else {
+                continue;
+            };
+            if head.contains("(roomcast-argon2") {
+                let field = rest.split_whitespace().nth(16).expect("nice field");
+                nice.push(field.parse().expect("a number"));
+            }
+        }
+        nice
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_workers_run_at_a_lower_priority() {
+        let gate = PasswordGate::new(2, Duration::from_secs(30));
+        // A check has run, so both threads have started and set theirs.
+        assert_eq!(gate.verify("pw".into(), None).await, Ok(false));
+        assert_eq!(gate.verify("pw".into(), None).await, Ok(false));
+        // Other tests' gates may have a worker that has not run yet.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let nice = argon2_workers_nice();
+            assert!(!nice.is_empty(), "no worker thread found");
+            if nice.iter().all(|&n| n >= WORKER_NICE) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{nice:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     #[tokio::test]
