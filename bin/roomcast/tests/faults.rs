@@ -85,6 +85,8 @@ struct Cluster {
     dir: tempfile::TempDir,
     secret: String,
     database_url: String,
+    /// `--database-read-url`: a replica for history and room reads.
+    database_read_url: Option<String>,
     redis_url: String,
     prefix: String,
     nodes: Vec<Node>,
@@ -95,11 +97,22 @@ impl Cluster {
     /// Seeds one room of `POSTERS + READERS` members, then starts `count`
     /// nodes with the default limits.
     fn start(count: usize, database_url: &str, redis_url: &str) -> Cluster {
+        Self::start_reading_from(count, database_url, None, redis_url)
+    }
+
+    /// [`Cluster::start`], the nodes reading history from `read_url`.
+    fn start_reading_from(
+        count: usize,
+        database_url: &str,
+        read_url: Option<&str>,
+        redis_url: &str,
+    ) -> Cluster {
         let ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
         let mut cluster = Cluster {
             dir: tempfile::tempdir().expect("temp dir"),
             secret: uuid::Uuid::new_v4().simple().to_string(),
             database_url: database_url.to_owned(),
+            database_read_url: read_url.map(str::to_owned),
             redis_url: redis_url.to_owned(),
             prefix: format!("roomcast-faults:{}:", uuid::Uuid::new_v4().simple()),
             nodes: Vec::new(),
@@ -145,7 +158,40 @@ impl Cluster {
             .env("ROOMCAST_JWT_SECRET", &self.secret)
             .env("DATABASE_URL", &self.database_url)
             .env("RUST_LOG", "warn");
+        if let Some(read_url) = &self.database_read_url {
+            c.env("ROOMCAST_DATABASE_READ_URL", read_url);
+        }
         c
+    }
+
+    /// The bodies of the room's newest history page (`GET .../messages`,
+    /// the HTTP API), asked of node `n` as the room's first member.
+    async fn history(&self, n: usize) -> Vec<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let addr = self.nodes[n].addr;
+        let request = format!(
+            "GET /api/rooms/{}/messages?limit=100 HTTP/1.1\r\nHost: {addr}\r\n\
+             Cookie: JWT={}\r\nConnection: close\r\n\r\n",
+            self.room.path, self.room.tokens[0]
+        );
+        let mut tcp = TcpStream::connect(addr).await.expect("connect");
+        tcp.write_all(request.as_bytes()).await.expect("request");
+        let mut response = Vec::new();
+        tcp.read_to_end(&mut response).await.expect("response");
+        let response = String::from_utf8(response).expect("UTF-8");
+        let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{body}");
+        // The body may come in chunks: the JSON is between the first `{`
+        // and the last `}`.
+        let json = &body[body.find('{').expect("JSON")..=body.rfind('}').expect("JSON")];
+        let page: Value = serde_json::from_str(json).expect("a history page");
+        page["messages"]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .map(|m| text(&m["body"]).to_owned())
+            .collect()
     }
 
     /// Starts a node and waits for its first line, which it prints once it
@@ -564,6 +610,19 @@ async fn until_acked(progress: &Progress, count: u64) {
     }
 }
 
+/// Chats through `cluster` and SIGKILLs its first node once a third of
+/// the messages are acknowledged: the fault that two tests share.
+async fn chat_through_a_node_kill(cluster: &Cluster) -> Outcome {
+    chat_through(cluster, |progress| {
+        let node = &cluster.nodes[0];
+        async move {
+            until_acked(&progress, (POSTERS * PER_POSTER / 3) as u64).await;
+            node.kill();
+        }
+    })
+    .await
+}
+
 fn shared_redis_url() -> String {
     std::env::var("ROOMCAST_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
@@ -582,14 +641,7 @@ async fn a_node_killed_mid_conversation_loses_nothing_its_clients_resume_on_the_
         .expect("a database on the shared PostgreSQL (is it up on 127.0.0.1:5432?)");
     let cluster = Cluster::start(2, database.url(), &shared_redis_url());
     let victim = cluster.nodes[0].addr;
-    let outcome = chat_through(&cluster, |progress| {
-        let node = &cluster.nodes[0];
-        async move {
-            until_acked(&progress, (POSTERS * PER_POSTER / 3) as u64).await;
-            node.kill();
-        }
-    })
-    .await;
+    let outcome = chat_through_a_node_kill(&cluster).await;
     eprintln!("after SIGKILL: {}", summary(&outcome));
     audit(&outcome);
     for m in &outcome.members {
@@ -669,6 +721,57 @@ async fn postgres_restarted_mid_conversation_refuses_with_unavailable_loses_noth
     assert!(
         refusals >= 3,
         "writes in the outage were refused as unavailable"
+    );
+    drop(cluster);
+}
+
+/// `--database-read-url` end to end: the nodes read history from a
+/// streaming replica whose replay is paused, so it lags by every message.
+/// Resume must not read it: one node is killed mid-conversation, its
+/// clients resume on the survivor with `since`, and the audit (whose
+/// replay reads `?since=0`) finds nothing missing. History does read it:
+/// the newest page is the replica's (no message yet) until replay
+/// resumes, then the primary's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_lagging_read_replica_resume_misses_nothing_and_history_reads_the_replica() {
+    let _one_at_a_time = SERIAL.lock().await;
+    let Some(primary) = PrivatePostgres::start_new() else {
+        eprintln!("skipped: initdb is not on the PATH, so no private PostgreSQL");
+        return;
+    };
+    let replica = primary.replica();
+    let database = TestDatabase::create(&primary.url())
+        .await
+        .expect("a database on the private primary");
+    let read_url = primary.url_on(database.url(), &replica);
+    let cluster =
+        Cluster::start_reading_from(2, database.url(), Some(&read_url), &shared_redis_url());
+    // The replica has the schema, the room and its members; then it stops.
+    replica.caught_up_with(&primary).await;
+    replica.pause_replay();
+
+    let outcome = chat_through_a_node_kill(&cluster).await;
+    eprintln!("with a paused replica: {}", summary(&outcome));
+    audit(&outcome);
+    assert!(
+        outcome.members.iter().any(|m| m.reconnects > 0),
+        "clients resumed on the survivor: {}",
+        summary(&outcome)
+    );
+
+    assert_eq!(
+        cluster.history(1).await,
+        Vec::<String>::new(),
+        "the newest history page comes from the replica, paused before any message"
+    );
+    replica.resume_replay();
+    replica.caught_up_with(&primary).await;
+    let stored: Vec<String> = outcome.stored.iter().map(|(_, b)| b.clone()).collect();
+    let newest = stored[stored.len().saturating_sub(100)..].to_vec();
+    assert_eq!(
+        cluster.history(1).await,
+        newest,
+        "once caught up, the replica serves the whole log"
     );
     drop(cluster);
 }

@@ -363,7 +363,7 @@ impl Planner {
             Change::Delete => {
                 self.known.live.remove(&id);
                 self.edits.remove(&id);
-                self.rows.deleted.push(id);
+                self.rows.deleted.push(DeletedRow { room, id });
                 // Deleted content is never served again, not even the
                 // edits this same batch logged.
                 for event in self.rows.events.iter_mut().filter(|e| e.message == id) {
@@ -438,7 +438,7 @@ pub(crate) struct Rows {
     /// The last edit of each edited message that survives the batch.
     pub(crate) edits: Vec<EditRow>,
     /// Deleted messages: removed, and their bodies blanked in the log.
-    pub(crate) deleted: Vec<MessageId>,
+    pub(crate) deleted: Vec<DeletedRow>,
     /// The batch's events, in seq order per room.
     pub(crate) events: Vec<EventRow>,
 }
@@ -476,6 +476,14 @@ pub(crate) struct EditRow {
     pub(crate) id: MessageId,
     pub(crate) body: String,
     pub(crate) updated: Timestamp,
+}
+
+/// A deleted message, with its room: the log's rows are found by room
+/// first (on PostgreSQL the room picks the log's partition).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DeletedRow {
+    pub(crate) room: RoomId,
+    pub(crate) id: MessageId,
 }
 
 /// A row of the `events` log.
@@ -685,7 +693,7 @@ mod tests {
         assert_eq!(seq_of(&outcomes[2]), Some(5));
         assert!(matches!(outcomes[3], Err(StorageError::NotFound)));
         assert!(rows.edits.is_empty(), "a deleted message keeps no edit");
-        assert_eq!(rows.deleted, [id]);
+        assert_eq!(rows.deleted.iter().map(|d| d.id).collect::<Vec<_>>(), [id]);
         let logged: Vec<(i16, &str)> = rows
             .events
             .iter()

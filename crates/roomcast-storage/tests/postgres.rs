@@ -458,45 +458,6 @@ async fn partitioning_the_log_keeps_every_event_and_its_seq() {
     let _ = conn.close().await;
 }
 
-/// Waits until the replica at `replica` (a URL of any of its databases)
-/// has replayed everything the primary at `primary` had committed.
-async fn caught_up(primary: &str, replica: &str) {
-    use sqlx::Connection;
-
-    let mut on_primary = sqlx::PgConnection::connect(primary)
-        .await
-        .expect("connect to the primary");
-    let target: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
-        .fetch_one(&mut on_primary)
-        .await
-        .expect("the primary's WAL position");
-    let mut on_replica = sqlx::PgConnection::connect(replica)
-        .await
-        .expect("connect to the replica");
-    let replayed = async {
-        loop {
-            let done: bool =
-                sqlx::query_scalar("SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn")
-                    .bind(&target)
-                    .fetch_one(&mut on_replica)
-                    .await
-                    .expect("the replica's replay position");
-            if done {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(60), replayed)
-        .await
-        .expect("the replica catches up");
-}
-
-/// `url` on the server at `port` instead.
-fn on_port(url: &str, from: u16, to: u16) -> String {
-    url.replacen(&format!(":{from}/"), &format!(":{to}/"), 1)
-}
-
 /// With a read replica, history pages and participant lists read the
 /// replica, and what must see the latest commit (resume's log reads)
 /// reads the primary: shown on a real streaming replica whose replay is
@@ -528,7 +489,7 @@ async fn a_read_replica_serves_history_and_never_resume() {
     let db = TestDatabase::create(&primary.url())
         .await
         .expect("create a database on the primary");
-    let replica_url = on_port(db.url(), primary.port(), replica.port());
+    let replica_url = primary.url_on(db.url(), &replica);
 
     let direct: Storage = Arc::new(PgStore::open(db.url()).await.expect("open"));
     let user = |name: &str| NewUser {
@@ -562,7 +523,7 @@ async fn a_read_replica_serves_history_and_never_resume() {
     };
     post("one").await;
     post("two").await;
-    caught_up(&primary.url(), &replica.url()).await;
+    replica.caught_up_with(&primary).await;
     let store: Storage = Arc::new(
         PgStore::open_with_replica(db.url(), Some(&replica_url), CommitPolicy::default())
             .await
@@ -625,7 +586,7 @@ async fn a_read_replica_serves_history_and_never_resume() {
 
     // Caught up again, the replica serves the latest.
     replica.resume_replay();
-    caught_up(&primary.url(), &replica.url()).await;
+    replica.caught_up_with(&primary).await;
     assert_eq!(
         bodies(store.history(room, None, 10).await.expect("history")),
         ["one", "two", "three", "four"]

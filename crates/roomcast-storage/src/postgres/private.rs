@@ -134,6 +134,45 @@ impl PrivatePostgres {
         self.psql("SELECT pg_wal_replay_resume()");
     }
 
+    /// On a replica: waits (up to a minute) until it has replayed
+    /// everything `primary` had committed when this was called.
+    pub async fn caught_up_with(&self, primary: &Self) {
+        use sqlx::Connection;
+
+        let mut on_primary = sqlx::PgConnection::connect(&primary.url())
+            .await
+            .expect("connect to the primary");
+        let target: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+            .fetch_one(&mut on_primary)
+            .await
+            .expect("the primary's WAL position");
+        let mut on_replica = sqlx::PgConnection::connect(&self.url())
+            .await
+            .expect("connect to the replica");
+        let replayed = async {
+            loop {
+                let done: bool =
+                    sqlx::query_scalar("SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn")
+                        .bind(&target)
+                        .fetch_one(&mut on_replica)
+                        .await
+                        .expect("the replica's replay position");
+                if done {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(60), replayed)
+            .await
+            .expect("the replica catches up");
+    }
+
+    /// `url` (of a database on `self`) on the server `other` instead.
+    pub fn url_on(&self, url: &str, other: &Self) -> String {
+        url.replacen(&format!(":{}/", self.port), &format!(":{}/", other.port), 1)
+    }
+
     fn psql(&self, sql: &str) {
         self.run_pg("psql", &["-X", "-q", "-d", &self.url(), "-c", sql]);
     }

@@ -86,8 +86,8 @@ use uuid::Uuid;
 
 use crate::rows::{self, EVENT_COLUMNS};
 use crate::write::{
-    self, ACTION_NEW, EditRow, EventRow, Known, Live, MessageRow, Outcomes, PendingWrite, RoomSeq,
-    Rows, WriteOp, WriteOutcome,
+    self, ACTION_NEW, DeletedRow, EditRow, EventRow, Known, Live, MessageRow, Outcomes,
+    PendingWrite, RoomSeq, Rows, WriteOp, WriteOutcome,
 };
 use crate::{CommitPolicy, StorageError, metrics};
 
@@ -593,6 +593,14 @@ columns! {
 }
 
 columns! {
+    /// The batch's deleted messages, whose bodies the log blanks.
+    DeletedColumns from DeletedRow { room, id } {
+        room_id: Uuid as "uuid" = Uuid::from(room),
+        message_id: Uuid as "uuid" = Uuid::from(id),
+    }
+}
+
+columns! {
     /// The batch's events.
     EventColumns from EventRow {
         room, seq, action, message, user, body, edited, created, updated, client_id
@@ -645,13 +653,15 @@ fn write_batch(rows: Rows) -> QueryBuilder<'static, Postgres> {
         sql.push(" WHERE m.id = v.id)");
     }
     if !deleted.is_empty() {
-        let deleted: Vec<Uuid> = deleted.into_iter().map(Uuid::from).collect();
+        // The log's rows by room and message, so each probes its room's
+        // partition only (migration 0008), not all sixteen.
+        let ids: Vec<Uuid> = deleted.iter().map(|d| Uuid::from(d.id)).collect();
         sql.push(", gone AS (DELETE FROM messages WHERE id = ANY(")
-            .push_bind(deleted.clone())
+            .push_bind(ids)
             .push("::uuid[]))")
-            .push(", blanked AS (UPDATE events SET body = '' WHERE message_id = ANY(")
-            .push_bind(deleted)
-            .push("::uuid[]) AND body <> '')");
+            .push(", blanked AS (UPDATE events e SET body = '' FROM ");
+        DeletedColumns::new(deleted).unnest(&mut sql);
+        sql.push(" WHERE e.room_id = v.room_id AND e.message_id = v.message_id AND e.body <> '')");
     }
     sql.push(format_args!(
         " INSERT INTO events ({}) SELECT * FROM ",

@@ -37,8 +37,8 @@ use uuid::Uuid;
 
 use crate::rows::{self, EVENT_COLUMNS};
 use crate::write::{
-    self, ACTION_NEW, EditRow, EventRow, Known, Live, MessageRow, Outcomes, PendingWrite, RoomSeq,
-    Rows, WriteOp, WriteOutcome,
+    self, ACTION_NEW, DeletedRow, EditRow, EventRow, Known, Live, MessageRow, Outcomes,
+    PendingWrite, RoomSeq, Rows, WriteOp, WriteOutcome,
 };
 use crate::{CommitPolicy, StorageError, metrics};
 
@@ -330,11 +330,12 @@ fn write_rows(tx: &Connection, rows: &Rows) -> rusqlite::Result<()> {
 
     if !rows.deleted.is_empty() {
         let mut delete = tx.prepare_cached("DELETE FROM messages WHERE id = ?1")?;
-        let mut blank =
-            tx.prepare_cached("UPDATE events SET body = '' WHERE message_id = ?1 AND body <> ''")?;
-        for &id in &rows.deleted {
+        let mut blank = tx.prepare_cached(
+            "UPDATE events SET body = '' WHERE room_id = ?1 AND message_id = ?2 AND body <> ''",
+        )?;
+        for &DeletedRow { room, id } in &rows.deleted {
             delete.execute([Uuid::from(id)])?;
-            blank.execute([Uuid::from(id)])?;
+            blank.execute([Uuid::from(room), Uuid::from(id)])?;
         }
     }
     Ok(())
