@@ -9,11 +9,12 @@
 //! It connects as the room's first member, with the fixture's cookie and
 //! origin, exactly as a load tool or a service would.
 
+mod shared;
+
 use std::time::Duration;
 
 use anyhow::Context;
-use roomcast_client::{Auth, Client, ClientConfig, ClientEvent};
-use roomcast_domain::wire::{ChatMessage, ServerFrame};
+use roomcast_client::{Auth, ClientConfig};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
@@ -43,28 +44,5 @@ async fn main() -> anyhow::Result<()> {
     )?
     .with_origin(field(&fixture, "origin")?);
 
-    let (client, mut events) = Client::connect(config);
-    let client_id = client.send(&text).await?;
-    println!("sent {text:?} as clientId {client_id}");
-    let listen = async {
-        while let Some(event) = events.next().await {
-            match event {
-                ClientEvent::Frame(ServerFrame::Message(ChatMessage::New(m))) => {
-                    println!("#{} {}: {}", m.seq, m.user, m.body);
-                }
-                ClientEvent::Frame(other) => println!("{other:?}"),
-                ClientEvent::Error(e) => println!("error: {}", e.error),
-                ClientEvent::Status(s) => println!("status: {s:?}"),
-                ClientEvent::Lagged(n) => println!("(missed {n} events)"),
-            }
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(3), listen).await;
-    println!(
-        "{} messages in the room, last seq {}",
-        client.messages().len(),
-        client.last_seq()
-    );
-    client.close().await;
-    Ok(())
+    shared::post_and_listen(config, &text, Duration::from_secs(3)).await
 }

@@ -12,11 +12,12 @@
 //! CAs compiled into the binary; set `ROOMCAST_CA_FILE` to a PEM file to
 //! trust a private CA too.
 
+mod shared;
+
 use std::time::Duration;
 
 use anyhow::Context;
-use roomcast_client::{Api, Auth, Client, ClientConfig, ClientEvent, certificates_from_pem};
-use roomcast_domain::wire::{ChatMessage, ServerFrame};
+use roomcast_client::{Api, Auth, ClientConfig, certificates_from_pem};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
@@ -49,28 +50,5 @@ async fn main() -> anyhow::Result<()> {
     let config = ClientConfig::new(&ws_base, host, slug, Auth::Bearer(tokens.token.clone()))?
         .with_token_provider(api.password_provider(&user, &password, Some(&tokens)))
         .with_root_certificates(roots);
-    let (client, mut events) = Client::connect(config);
-    let client_id = client.send(&text).await?;
-    println!("sent {text:?} as clientId {client_id}");
-    let listen = async {
-        while let Some(event) = events.next().await {
-            match event {
-                ClientEvent::Frame(ServerFrame::Message(ChatMessage::New(m))) => {
-                    println!("#{} {}: {}", m.seq, m.user, m.body);
-                }
-                ClientEvent::Frame(other) => println!("{other:?}"),
-                ClientEvent::Error(e) => println!("error: {}", e.error),
-                ClientEvent::Status(s) => println!("status: {s:?}"),
-                ClientEvent::Lagged(n) => println!("(missed {n} events)"),
-            }
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(5), listen).await;
-    println!(
-        "{} messages in the room, last seq {}",
-        client.messages().len(),
-        client.last_seq()
-    );
-    client.close().await;
-    Ok(())
+    shared::post_and_listen(config, &text, Duration::from_secs(5)).await
 }

@@ -775,6 +775,21 @@ mod tests {
     use super::*;
     use crate::{Backoff, CertificateDer, ClientEvent};
 
+    /// A listener on a free port and a bearer client config for
+    /// alice's "room" on it.
+    async fn alice_in_room() -> (TcpListener, ClientConfig) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let config = ClientConfig::new(
+            &format!("ws://{addr}/ws/chat"),
+            "alice",
+            "room",
+            Auth::Bearer("t".into()),
+        )
+        .expect("config");
+        (listener, config)
+    }
+
     /// A scripted server: accepts one socket per script step and reports
     /// the request URI it was opened with. (The callback's error type is
     /// tungstenite's HTTP response, large by design.)
@@ -819,16 +834,8 @@ mod tests {
     #[tokio::test]
     async fn an_unconfirmed_send_goes_again_with_its_client_id_after_a_drop_and_resumes_after_the_last_seq()
      {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let config = ClientConfig::new(
-            &format!("ws://{addr}/ws/chat"),
-            "alice",
-            "room",
-            Auth::Bearer("t".into()),
-        )
-        .expect("config")
-        .with_backoff(Backoff {
+        let (listener, config) = alice_in_room().await;
+        let config = config.with_backoff(Backoff {
             base: Duration::from_millis(5),
             max: Duration::from_millis(20),
         });
@@ -885,15 +892,7 @@ mod tests {
 
     #[tokio::test]
     async fn read_sends_a_read_frame_and_presence_follows_the_servers_events() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let config = ClientConfig::new(
-            &format!("ws://{addr}/ws/chat"),
-            "alice",
-            "room",
-            Auth::Bearer("t".into()),
-        )
-        .expect("config");
+        let (listener, config) = alice_in_room().await;
         let (client, mut events) = Client::connect(config);
         let uris = StdMutex::new(Vec::new());
         let mut server = accept(&listener, &uris).await;
@@ -1032,15 +1031,7 @@ mod tests {
 
     #[tokio::test]
     async fn without_a_token_provider_a_token_expired_close_stops_the_client() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let config = ClientConfig::new(
-            &format!("ws://{addr}/ws/chat"),
-            "alice",
-            "room",
-            Auth::Bearer("t".into()),
-        )
-        .expect("config");
+        let (listener, config) = alice_in_room().await;
         let (client, _events) = Client::connect(config);
         let seen = Seen::default();
         let (tcp, _) = listener.accept().await.expect("accept");
