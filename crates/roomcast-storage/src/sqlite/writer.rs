@@ -24,6 +24,7 @@
 //! (`write::plan`, shared with PostgreSQL), then writes the rows with
 //! cached prepared statements and commits.
 
+use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
 use std::sync::LazyLock;
@@ -284,6 +285,8 @@ fn write_rows(tx: &Connection, rows: &Rows) -> rusqlite::Result<()> {
         })?;
     }
 
+    count_posts(tx, &rows.messages)?;
+
     let mut stmt = tx.prepare_cached(
         "UPDATE messages SET body = :body, edited = 1, updated_at = :updated_at WHERE id = :id",
     )?;
@@ -337,6 +340,36 @@ fn write_rows(tx: &Connection, rows: &Rows) -> rusqlite::Result<()> {
             delete.execute([Uuid::from(id)])?;
             blank.execute([Uuid::from(room), Uuid::from(id)])?;
         }
+    }
+    Ok(())
+}
+
+/// Keeps the unread counts of the batch's posts: a post adds one to its
+/// room's `live_messages` and to its author's `seen` (the rule is in
+/// migrations/sqlite/0005; 0007 moved this half of it here from a row
+/// trigger). Why here: the trigger ran two UPDATEs per message; this runs
+/// one per room and one per (room, author) per batch, as PostgreSQL's
+/// statement trigger does.
+fn count_posts(tx: &Connection, posts: &[MessageRow]) -> rusqlite::Result<()> {
+    if posts.is_empty() {
+        return Ok(());
+    }
+    let mut per_room: HashMap<RoomId, i64> = HashMap::new();
+    let mut per_author: HashMap<(RoomId, UserId), i64> = HashMap::new();
+    for post in posts {
+        *per_room.entry(post.room).or_default() += 1;
+        *per_author.entry((post.room, post.user)).or_default() += 1;
+    }
+    let mut stmt =
+        tx.prepare_cached("UPDATE rooms SET live_messages = live_messages + ?2 WHERE id = ?1")?;
+    for (room, count) in per_room {
+        stmt.execute(params![Uuid::from(room), count])?;
+    }
+    let mut stmt = tx.prepare_cached(
+        "UPDATE participants SET seen = seen + ?3 WHERE room_id = ?1 AND user_id = ?2",
+    )?;
+    for ((room, author), count) in per_author {
+        stmt.execute(params![Uuid::from(room), Uuid::from(author), count])?;
     }
     Ok(())
 }
